@@ -1,0 +1,57 @@
+"""The CapabilityStatement, generated from the search-parameter table and the interactions the routes serve.
+
+Nothing here is written by hand per resource: add a search parameter to ``adapter.store.search.SEARCH_PARAMS``
+and it is indexed, searchable and declared.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from adapter import __version__
+from adapter.store.query import DEFAULT_COUNT, MAX_COUNT
+from adapter.store.search import SEARCH_PARAMS, describe, search_includes
+
+__all__ = ["INTERACTIONS", "RESOURCE_TYPES", "capability_statement"]
+
+RESOURCE_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
+INTERACTIONS: tuple[str, ...] = ("read", "vread", "history-instance", "search-type")
+
+
+def _resource(resource_type: str) -> dict[str, Any]:
+    return {
+        "type": resource_type,
+        "interaction": [{"code": code} for code in INTERACTIONS],
+        "versioning": "versioned",
+        "readHistory": True,
+        "updateCreate": False,
+        "searchInclude": search_includes(resource_type),
+        "searchParam": [
+            {"name": p.name, "type": p.type, "documentation": describe(p)}
+            for p in SEARCH_PARAMS[resource_type].values()
+        ],
+    }
+
+
+def capability_statement(fhir_base: str, *, title: str = "Carethread") -> dict[str, Any]:
+    """An R4 CapabilityStatement for the server whose FHIR base URL is ``fhir_base``."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": datetime.now(UTC).date().isoformat(),
+        "kind": "instance",
+        "software": {"name": title, "version": __version__},
+        "implementation": {"description": f"{title} FHIR API (read-only)", "url": fhir_base},
+        "fhirVersion": "4.0.1",
+        "format": ["json", "application/fhir+json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": (
+                "Search: repeated parameters are AND'ed, comma-separated values OR'ed; _count (default "
+                f"{DEFAULT_COUNT}, max {MAX_COUNT}; 0 gives the total only), _offset for paging, _include as "
+                "listed. Unknown parameters give 400 unless the request has 'Prefer: handling=lenient'."
+            ),
+            "resource": [_resource(rtype) for rtype in RESOURCE_TYPES],
+        }],
+    }
