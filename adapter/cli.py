@@ -1,0 +1,181 @@
+"""The ``carethread`` command: a thin shell over the pipeline, the store and the services.
+
+    carethread serve    [--host H] [--http-port P] [--mllp-port P] [--db PATH]
+    carethread sandbox  [same] [--no-seed]
+    carethread ingest   --source maternity [--db PATH] PATH...
+    carethread replay   [--db PATH] (--list [--status AR|AE] | ID... | --all-rejected)
+
+Exit status: 0 success; 1 some messages were not accepted (ingest/replay) or the service failed;
+2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from adapter import __version__
+from adapter.inbound.er7 import split_batch
+from adapter.settings import Settings
+
+__all__ = ["main"]
+
+SOURCES = ("maternity",)
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", type=Path, help="SQLite database file (default .carethread/carethread.sqlite3)")
+    p.add_argument("--mappings", type=Path, help="site mapping overlay directory, layered over mappings/")
+
+
+def _add_service(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, help="HTTP port for the FHIR API and POST /hl7v2 (default 8080)")
+    p.add_argument("--mllp-port", type=int, help="MLLP port (default 2575)")
+    _add_db(p)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carethread", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"carethread {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO (locations and codes only)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_service(sub.add_parser("serve", help="run the FHIR API, POST /hl7v2 and the MLLP listener"))
+    sandbox = sub.add_parser("sandbox", help="serve, with a synthetic maternity scenario loaded")
+    _add_service(sandbox)
+    sandbox.add_argument("--no-seed", action="store_true", help="do not load the synthetic scenario")
+    ingest = sub.add_parser("ingest", help="ingest HL7 v2 files (many messages per file)")
+    ingest.add_argument("--source", required=True, choices=SOURCES)
+    _add_db(ingest)
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    replay = sub.add_parser("replay", help="list or re-process archived messages")
+    _add_db(replay)
+    replay.add_argument("--list", action="store_true", help="list archived messages (default: rejected ones)")
+    replay.add_argument("--status", choices=("AR", "AE", "AA", "duplicate", "ignored"),
+                        help="with --list: only this status (default: AR and AE)")
+    replay.add_argument("--all-rejected", action="store_true", help="replay every AR/AE message not yet accepted")
+    replay.add_argument("ids", nargs="*", type=int, metavar="ID")
+    return parser
+
+
+def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
+    values: dict[str, object] = dict(defaults)
+    for name, key in (("host", "host"), ("http_port", "http_port"), ("mllp_port", "mllp_port"), ("db", "db"),
+                      ("mappings", "mappings_dir")):
+        value = getattr(args, name, None)
+        if value is not None:
+            values[key] = value
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    if args.command in ("serve", "sandbox"):
+        return _serve(args)
+    if args.command == "ingest":
+        return _ingest(args)
+    return _replay(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from adapter.service import open_pipeline, run_services
+
+    settings = _settings(args)
+    pipeline = open_pipeline(settings)
+    before_ready = None
+    if args.command == "sandbox" and not args.no_seed:
+        from adapter.sandbox import seed
+
+        def before_ready() -> None:
+            for line in seed(pipeline):
+                print(line, flush=True)
+
+    label = "carethread sandbox" if args.command == "sandbox" else "carethread"
+    return asyncio.run(run_services(settings, pipeline, label=label, before_ready=before_ready))
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from adapter.service import open_pipeline
+
+    missing = [str(p) for p in args.paths if not p.is_file()]
+    if missing:
+        print(f"carethread ingest: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    # Bulk loads commit in batches: NORMAL is safe here (no ACK is sent; a crashed run is re-run).
+    pipeline = open_pipeline(_settings(args, sqlite_synchronous="NORMAL"))
+    counts: Counter[str] = Counter()
+    try:
+        for path in args.paths:
+            messages = list(split_batch(path.read_bytes()))
+            file_counts = Counter(p.outcome.status for p in _with_progress(pipeline.process_many(messages),
+                                                                            len(messages), path.name))
+            counts.update(file_counts)
+            print(f"{path}: {len(messages)} messages, " + ", ".join(f"{k} {v}" for k, v in sorted(file_counts.items())),
+                  flush=True)
+    finally:
+        pipeline.store.close()
+    summary = {"accepted": counts["AA"], "errors": counts["AE"], "rejected": counts["AR"],
+               "duplicates": counts["duplicate"]}
+    if counts["ignored"]:
+        print(f"ignored {counts['ignored']} acknowledgement messages", flush=True)
+    print(json.dumps(summary), flush=True)
+    return 0 if not (counts["AE"] or counts["AR"]) else 1
+
+
+def _with_progress(items, total: int, label: str):  # type: ignore[no-untyped-def]
+    if not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        for item in items:
+            progress.advance(task)
+            yield item
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from adapter.service import open_pipeline
+
+    pipeline = open_pipeline(_settings(args))
+    try:
+        store = pipeline.store
+        if args.list or not (args.ids or args.all_rejected):
+            statuses = [args.status] if args.status else ["AR", "AE"]
+            for status in statuses:
+                for rec in store.list_inbound(status=status, limit=10_000):
+                    print(json.dumps({"id": rec.id, "status": rec.status, "channel": rec.channel,
+                                      "received_at": rec.received_at, "control_id": rec.control_id,
+                                      "error_code": rec.error_code, "error_location": rec.error_location}))
+            return 0
+        ids = list(args.ids)
+        if args.all_rejected:
+            ids += [r.id for s in ("AR", "AE") for r in store.list_inbound(status=s, limit=100_000)]
+        failed = 0
+        for archive_id in ids:
+            try:
+                processed = pipeline.replay(archive_id)
+            except KeyError:
+                print(json.dumps({"id": archive_id, "error": "no such archived message"}))
+                failed += 1
+                continue
+            o = processed.outcome
+            print(json.dumps({"id": archive_id, "replay_archive_id": o.archive_id, "status": o.status,
+                              "issues": [{"code": i.code, "location": i.location} for i in o.issues]}))
+            failed += o.status in ("AE", "AR")
+        return 1 if failed else 0
+    finally:
+        pipeline.store.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

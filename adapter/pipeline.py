@@ -1,0 +1,214 @@
+"""The one place stages are chained and I/O happens:
+
+    bytes -> archive -> parse + header checks -> map -> merge with stored -> validate -> store -> Outcome -> ACK
+
+The archive row, the resources and the outcome commit in one transaction, so an ``AA`` is only sent
+for a message whose every derived resource is on disk; a rejected message is archived all the same
+(status ``AE``/``AR``) and can be replayed.  A store failure raises StoreError: nothing is
+acknowledged and the sender will resend.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from adapter.errors import AdapterError, InboundError, MappingError, ParseError, StoreError
+from adapter.fhir import validate_r4
+from adapter.inbound.ack import build_ack
+from adapter.inbound.er7 import Er7Message
+from adapter.inbound.hl7v2 import Header, read_message, sniff_header
+from adapter.mapping.codes import DEFAULT_MAPPINGS_DIR, CodeTables, load_code_tables
+from adapter.mapping.maternity import map_message
+from adapter.mapping.segments import MappingContext
+from adapter.records import Outcome, issue_from_error
+from adapter.settings import Settings
+from adapter.store.base import Store, Transaction
+
+__all__ = ["Pipeline", "Processed", "merge_resource"]
+
+_log = logging.getLogger("carethread.pipeline")
+
+# Elements whose list accumulates across messages instead of being replaced (v2 sends full lists
+# for everything else: an absent field means "no information", so it never deletes).
+_ACCUMULATE = {"Patient": ("link",)}
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    outcome: Outcome
+    header: Header | None
+
+    @property
+    def ack(self) -> bytes | None:
+        """The ACK to send (built on demand: bulk ingest never needs it); None for an ACK we received."""
+        return None if self.outcome.ack_code is None else build_ack(self.outcome, self.header)
+
+
+def merge_resource(stored: dict[str, Any] | None, incoming: dict[str, Any], stored_time: str | None,
+                   incoming_time: str | None) -> dict[str, Any]:
+    """Top-level merge: the newer message wins element by element; the older one only fills gaps."""
+    if stored is None:
+        return incoming
+    base = {k: v for k, v in stored.items() if k != "meta"}
+    incoming_is_older = bool(stored_time and incoming_time and incoming_time < stored_time)
+    if incoming_is_older:
+        merged = {**incoming, **base, "meta": stored.get("meta", incoming.get("meta"))}
+    else:
+        merged = {**base, **incoming}
+    for key in _ACCUMULATE.get(incoming["resourceType"], ()):
+        items = list(stored.get(key, []))
+        items += [x for x in incoming.get(key, []) if x not in items]
+        if items:
+            merged[key] = items
+    meta = dict(merged.get("meta") or {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    merged["meta"] = meta
+    return merged
+
+
+def _same_content(stored: dict[str, Any], merged: dict[str, Any]) -> bool:
+    """Equal apart from the store's own meta.versionId / meta.lastUpdated."""
+    if stored.keys() != merged.keys():
+        return False
+    for key, value in merged.items():
+        if key == "meta":
+            meta = {k: v for k, v in stored.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+            if meta != value:
+                return False
+        elif stored[key] != value:
+            return False
+    return True
+
+
+class Pipeline:
+    """Maternity HL7 v2 processing against one store."""
+
+    source = "maternity"
+
+    def __init__(self, store: Store, settings: Settings, codes: CodeTables | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.tz = ZoneInfo(settings.timezone)
+        self.codes = codes or load_code_tables(DEFAULT_MAPPINGS_DIR, settings.mappings_dir)
+        self.accepted_processing_ids = frozenset(p.upper() for p in settings.accepted_processing_ids)
+
+    # --- entry points -------------------------------------------------------------------------------
+
+    def process(self, payload: bytes, *, channel: str, replay_of: int | None = None) -> Processed:
+        """One message, one transaction (MLLP, HTTP, replay)."""
+        try:
+            with self.store.transaction() as tx:
+                return self._process_in(tx, payload, channel, replay_of)
+        except (StoreError, sqlite3.Error) as exc:  # the store is unavailable: acknowledge nothing
+            _log.error("store failure while processing a %s message: %s", channel, type(exc).__name__)
+            raise StoreError("the message store is unavailable") from None
+
+    def process_many(self, payloads: Iterable[bytes], *, channel: str = "file") -> Iterator[Processed]:
+        """Bulk: many messages per transaction (one savepoint each), so the fsync cost is shared."""
+        batch: list[bytes] = []
+        size = max(1, self.settings.ingest_batch_size)
+        for payload in payloads:
+            batch.append(payload)
+            if len(batch) >= size:
+                yield from self._batch(batch, channel)
+                batch = []
+        if batch:
+            yield from self._batch(batch, channel)
+
+    def replay(self, archive_id: int) -> Processed:
+        record = self.store.inbound(archive_id)
+        if record is None:
+            raise KeyError(archive_id)
+        return self.process(record.payload, channel="replay", replay_of=archive_id)
+
+    # --- internals ----------------------------------------------------------------------------------
+
+    def _batch(self, batch: list[bytes], channel: str) -> list[Processed]:
+        try:
+            with self.store.transaction() as tx:
+                return [self._process_in(tx, p, channel, None) for p in batch]
+        except (StoreError, sqlite3.Error) as exc:
+            _log.error("store failure during a %s batch: %s", channel, type(exc).__name__)
+            raise StoreError("the message store is unavailable") from None
+
+    def _process_in(self, tx: Transaction, payload: bytes, channel: str, replay_of: int | None) -> Processed:
+        """Archive and process one payload inside ``tx``.  The archive row is written with the final
+        status in the same transaction as the resources, so it is on disk before any ACK."""
+        header: Header | None = None
+        try:
+            msg, header = read_message(payload, accepted_processing_ids=self.accepted_processing_ids)
+        except InboundError as exc:
+            header = sniff_header(payload)
+            _log.info("rejected message code=%s location=%s", exc.code, exc.location)
+            archive_id = self._archive(tx, payload, header, channel, replay_of, "AR", exc)
+            return Processed(Outcome("AR", archive_id, (issue_from_error(exc),)), header)
+        if header.is_ack:
+            return Processed(Outcome("ignored", self._archive(tx, payload, header, channel, replay_of, "ignored")),
+                             header)
+        if tx.find_accepted(self.source, header.sender, header.control_id) is not None:
+            archive_id = self._archive(tx, payload, header, channel, replay_of, "duplicate")
+            return Processed(Outcome("duplicate", archive_id), header)
+        error: AdapterError | None = None
+        try:
+            with tx.savepoint():
+                outcome = self._apply(tx, msg, header)
+                archive_id = self._archive(tx, payload, header, channel, replay_of, "AA")
+            return Processed(outcome.with_archive(archive_id), header)
+        except StoreError:
+            raise
+        except MappingError as exc:
+            _log.info("message not applied code=%s location=%s", exc.code, exc.location)
+            error = exc
+        except (AdapterError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            # a defect in a mapping must not take the listener down: archive, report, keep going
+            _log.exception("internal error while mapping (%s)", type(exc).__name__)
+            error = AdapterError("internal error while mapping", code="internal-error")
+        archive_id = self._archive(tx, payload, header, channel, replay_of, "AE", error)
+        return Processed(Outcome("AE", archive_id, (issue_from_error(error),)), header)
+
+    def _archive(self, tx: Transaction, payload: bytes, header: Header | None, channel: str,
+                 replay_of: int | None, status: str, error: AdapterError | None = None) -> int:
+        archive_id = tx.archive(channel=channel, source=self.source, sender=header.sender if header else None,
+                                control_id=(header.control_id or None) if header else None, payload=payload,
+                                status=status, replay_of=replay_of)
+        if error is not None:
+            tx.set_status(archive_id, status, error_code=error.code, error_location=error.location)
+        return archive_id
+
+    def _apply(self, tx: Transaction, msg: Er7Message, header: Header) -> Outcome:
+        def birth_date_of(patient_id: str) -> str | None:
+            stored = tx.read("Patient", patient_id)
+            return stored.resource.get("birthDate") if stored else None
+
+        ctx = MappingContext(source=self.source, sending_facility=header.sending_facility,
+                             control_id=header.control_id, tz=self.tz, codes=self.codes,
+                             birth_date_of=birth_date_of)
+        mapped = map_message(msg, header, ctx)
+        written: list[tuple[str, str]] = []
+        changed = 0
+        for resource in mapped.resources:
+            stored = tx.read(resource["resourceType"], resource["id"])
+            merged = merge_resource(stored.resource if stored else None, resource,
+                                    stored.source_time if stored else None, mapped.source_time)
+            written.append((resource["resourceType"], resource["id"]))
+            if stored is not None and _same_content(stored.resource, merged):
+                continue  # nothing new: already validated and stored
+            validate_r4(merged)
+            newest = max((t for t in (stored.source_time if stored else None, mapped.source_time) if t), default=None)
+            _, did_change = tx.put(merged, source_time=newest)
+            changed += did_change
+        return Outcome("AA", None, tuple(mapped.warnings), tuple(written), changed)
+
+    def ack_for_oversize(self, head: bytes, size: int) -> Processed:
+        """An MLLP frame over the size limit: archive its head, reject it (AR)."""
+        header = sniff_header(head)
+        err = ParseError(f"message of {size} bytes exceeds the maximum frame size", code="message-too-large")
+        with self.store.transaction() as tx:
+            archive_id = self._archive(tx, head, header, "mllp", None, "AR", err)
+        return Processed(Outcome("AR", archive_id, (issue_from_error(err),)), header)

@@ -1,0 +1,89 @@
+"""Run the FHIR API, ``POST /hl7v2`` and the MLLP listener in one asyncio loop; stop cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+
+import uvicorn
+
+from adapter.api.app import create_app
+from adapter.api.routes.hl7v2 import hl7v2_router
+from adapter.inbound import mllp
+from adapter.inbound.listener import PipelineHandler
+from adapter.pipeline import Pipeline
+from adapter.settings import Settings
+from adapter.store.sqlite import SqliteStore
+
+__all__ = ["run_services", "open_pipeline"]
+
+_log = logging.getLogger("carethread.service")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture: this process owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def open_pipeline(settings: Settings) -> Pipeline:
+    store = SqliteStore(settings.db, synchronous=settings.sqlite_synchronous)
+    return Pipeline(store, settings)
+
+
+async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "carethread",
+                       before_ready: Callable[[], None] | None = None) -> int:
+    app = create_app(pipeline.store, routers=[hl7v2_router(pipeline)])
+    config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
+                            access_log=False, lifespan="off")
+    http = _Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        # bind here, not inside uvicorn, so a busy port is a clear message and exit status 1
+        http_socket = socket.create_server((settings.host, settings.http_port), reuse_port=False)
+    except OSError as exc:
+        print(f"{label}: could not start the HTTP server on {settings.host}:{settings.http_port} "
+              f"({exc.strerror})", file=sys.stderr)
+        return 1
+    try:
+        listener = await mllp.start_server(PipelineHandler(pipeline), settings.host, settings.mllp_port,
+                                           max_frame=settings.mllp_max_frame,
+                                           idle_timeout=settings.mllp_idle_timeout)
+    except OSError as exc:
+        http_socket.close()
+        print(f"{label}: could not start the MLLP listener on {settings.host}:{settings.mllp_port} "
+              f"({exc.strerror})", file=sys.stderr)
+        return 1
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
+    while not http.started:
+        if http_task.done():
+            await mllp.stop_server(listener)
+            print(f"{label}: the HTTP server failed to start", file=sys.stderr)
+            return 1
+        await asyncio.sleep(0.02)
+    mllp_port = listener.sockets[0].getsockname()[1]
+    http_port = http_socket.getsockname()[1]
+    if before_ready is not None:
+        before_ready()
+    print(f"{label} ready: fhir=http://{settings.host}:{http_port}/fhir hl7v2-http=http://{settings.host}:"
+          f"{http_port}/hl7v2 mllp={settings.host}:{mllp_port} db={settings.db}", flush=True)
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    http.should_exit = True
+    await mllp.stop_server(listener)
+    with contextlib.suppress(asyncio.CancelledError):
+        await http_task
+    stop_task.cancel()
+    pipeline.store.close()
+    _log.info("%s stopped", label)
+    return 0
