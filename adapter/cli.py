@@ -109,7 +109,7 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"carethread ingest: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     # Bulk loads commit in batches: NORMAL is safe here (no ACK is sent; a crashed run is re-run).
-    pipeline = open_pipeline(_settings(args, sqlite_synchronous="NORMAL"))
+    pipeline = open_pipeline(_settings(args, sqlite_synchronous="NORMAL"), bulk=True)
     counts: Counter[str] = Counter()
     try:
         for path in args.paths:

@@ -33,8 +33,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-def open_pipeline(settings: Settings) -> Pipeline:
-    store = SqliteStore(settings.db, synchronous=settings.sqlite_synchronous)
+def open_pipeline(settings: Settings, *, bulk: bool = False) -> Pipeline:
+    """``bulk``: a file load that commits in large batches (bigger writer cache; see SqliteStore)."""
+    store = SqliteStore(settings.db, synchronous=settings.sqlite_synchronous, writer_cache_mb=64 if bulk else None)
     return Pipeline(store, settings)
 
 

@@ -27,4 +27,4 @@ class Settings(BaseSettings):
     mappings_dir: Path | None = None  # site overlay, layered over the shipped mappings/
     mllp_max_frame: int = 16 * 1024 * 1024
     mllp_idle_timeout: float = 300.0
-    ingest_batch_size: int = 500
+    ingest_batch_size: int = 2000  # messages per transaction in bulk file ingest

@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 
 def bench_bulk(msgs: list[bytes], tmp: Path) -> float:
-    store = SqliteStore(tmp / "bulk.sqlite3", synchronous="NORMAL")
+    store = SqliteStore(tmp / "bulk.sqlite3", synchronous="NORMAL", writer_cache_mb=64)  # as `carethread ingest`
     pipeline = Pipeline(store, Settings(db=tmp / "bulk.sqlite3"))
     t0 = time.perf_counter()
     statuses: dict[str, int] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date
 from typing import Callable
 from urllib.parse import quote
@@ -54,7 +55,7 @@ class MappingContext:
     birth_date_of: Callable[[str], str | None]  # stored Patient.birthDate by id (no-show age decision)
     warnings: list[Issue] = field(default_factory=list)
 
-    @property
+    @cached_property
     def meta_source(self) -> str:
         return f"{CT}/source/{self.source}#{quote(self.control_id, safe='')}"
 

@@ -156,6 +156,17 @@ class _SqliteTransaction:
         self._conn = conn
         self._open = True
         self._savepoints = 0
+        # current-version rows read or written in this transaction (one writer: nobody else changes
+        # them), so read-then-put looks each resource up once; cleared when a savepoint rolls back
+        self._current: dict[tuple[str, str], tuple[Any, ...] | None] = {}
+
+    def _current_row(self, resource_type: str, resource_id: str) -> tuple[Any, ...] | None:
+        key = (resource_type, resource_id)
+        if key in self._current:
+            return self._current[key]
+        row = self._connection().execute(_CURRENT, key).fetchone()
+        self._current[key] = row
+        return row
 
     def _connection(self) -> sqlite3.Connection:
         if not self._open:
@@ -164,7 +175,7 @@ class _SqliteTransaction:
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         with _translated("read"):
-            row = self._connection().execute(_CURRENT, (resource_type, resource_id)).fetchone()
+            row = self._current_row(resource_type, resource_id)
         return None if row is None else _stored(*row[:4])
 
     def put(self, resource: dict[str, Any], *, source_time: str | None = None) -> tuple[StoredResource, bool]:
@@ -175,7 +186,7 @@ class _SqliteTransaction:
         content = _encode(body)
         conn = self._connection()
         with _translated("put"):
-            current = conn.execute(_CURRENT, (rtype, rid)).fetchone()
+            current = self._current_row(rtype, rid)
             if current is not None and current[3] == content:
                 return _stored(*current[:4]), False
             version_id, prev = (1, None) if current is None else (current[0] + 1, current[4])
@@ -183,6 +194,7 @@ class _SqliteTransaction:
             version_row = (rtype, rid, version_id, now, source_time, content, prev)
             vrow = conn.execute(_INSERT_VERSION, version_row).lastrowid
             conn.execute(_UPSERT_CURRENT, (rtype, rid, version_id, now, vrow))
+            self._current[(rtype, rid)] = (version_id, now, source_time, content, vrow)
             # rewrite only the index rows that changed (an update rarely touches most searchable values)
             rows = index_rows(body)
             if current is not None:
@@ -193,7 +205,11 @@ class _SqliteTransaction:
                 rows = [row for row in rows if row not in old_rows]
             if rows:
                 conn.executemany(_INSERT_INDEX, [(rtype, rid, *row) for row in rows])
-        return _stored(version_id, now, source_time, content), True
+        # built from the canonical body rather than re-parsed: top level fresh, nested values shared
+        meta = {"versionId": str(version_id), "lastUpdated": now, **body.get("meta", {})}
+        stored = {"resourceType": rtype, "id": rid, "meta": meta,
+                  **{k: v for k, v in body.items() if k not in ("resourceType", "id", "meta")}}
+        return StoredResource(stored, version_id, now, source_time), True
 
     def archive(
         self,
@@ -251,6 +267,7 @@ class _SqliteTransaction:
             try:
                 yield
             except BaseException:
+                self._current.clear()
                 with _translated("savepoint rollback"):
                     conn.execute(f"ROLLBACK TO {name}")
                     conn.execute(f"RELEASE {name}")
@@ -264,7 +281,10 @@ class _SqliteTransaction:
 class SqliteStore:
     """``Store`` on one SQLite file, created (with its directory) if missing. See the module docstring."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", writer_cache_mb: int | None = None) -> None:
+        """``writer_cache_mb``: page cache of the writer connection; bulk loads that batch hundreds of
+        messages per transaction want tens of MB (SQLite's default, 2 MB, is best for one message per
+        transaction)."""
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise ValueError("SqliteStore needs a file path (each ':memory:' connection is its own database)")
         self._synchronous = synchronous.upper()
@@ -282,6 +302,8 @@ class SqliteStore:
             with _translated("open"):
                 self._writer = self._connect(writer=True)
                 self._writer.execute("PRAGMA journal_mode = WAL")
+                if writer_cache_mb:
+                    self._writer.execute(f"PRAGMA cache_size = -{int(writer_cache_mb) * 1024}")
                 self._migrate()
         except BaseException:
             self.close()

@@ -155,6 +155,22 @@ def test_savepoint_rollback_keeps_the_outer_transaction(store: SqliteStore) -> N
     assert store.search("Patient", [("family", "changed")], count=10, offset=0).total == 0
 
 
+def test_reads_inside_a_transaction_see_the_state_after_a_savepoint_rollback(store: SqliteStore) -> None:
+    with store.transaction() as tx:
+        tx.put(patient("kept"))
+        with pytest.raises(KeyError), tx.savepoint():
+            tx.put(patient("kept", family="Changed"))
+            tx.put(patient("dropped"))
+            assert tx.read("Patient", "kept").version_id == 2  # type: ignore[union-attr]
+            raise KeyError("undo this block")
+        current = tx.read("Patient", "kept")
+        assert current is not None and current.version_id == 1
+        assert current.resource["name"][0]["family"] == "Testperson"
+        assert tx.read("Patient", "dropped") is None
+        stored, changed = tx.put(patient("kept", family="Again"))
+        assert changed and stored.version_id == 2
+
+
 def test_transaction_object_is_dead_after_the_block(store: SqliteStore) -> None:
     with store.transaction() as tx:
         pass
