@@ -133,10 +133,12 @@ def _with_progress(items, total: int, label: str):  # type: ignore[no-untyped-de
     if not sys.stderr.isatty():
         yield from items
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    # on stderr, so stdout stays the machine-readable summary
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as progress:
+                  console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(label, total=total)
         for item in items:
             progress.advance(task)

@@ -104,3 +104,33 @@ def test_serve_refuses_a_busy_port(tmp_path: Path) -> None:
     finally:
         stop_service(svc)
     shutil.rmtree(tmp_path / "a", ignore_errors=True)
+
+
+def test_ingest_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    f = tmp_path / "many.hl7"
+    f.write_bytes(b"".join(message("ADT^A04", pid(f"PROG{i}")) for i in range(300)))
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "adapter.cli", "ingest", "--source", "maternity", "--db",
+                                 str(tmp_path / "db"), str(f)], cwd=ROOT, stdout=subprocess.PIPE, stderr=terminal,
+                                text=True, timeout=120, env={**os.environ, "COLUMNS": "100"})
+        os.close(terminal)
+        terminal = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        if terminal != -1:
+            os.close(terminal)
+        os.close(controller)
+    drawn = b"".join(chunks).decode(errors="replace")
+    assert "many.hl7" in drawn and "300" in drawn  # the bar: file name and the message count
+    assert json.loads(result.stdout.splitlines()[-1])["accepted"] == 300

@@ -208,3 +208,35 @@ def test_arbitrary_bytes_always_get_an_ack_and_keep_the_connection(service: Serv
         if r.status_code == 200:  # the payload got a reply, then the probe does
             replies.append(client.recv())
     assert ack_fields(replies[-1])[0] == "AA"
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.8"])
+def test_versions_2_3_to_2_8(service: Service, version: str) -> None:
+    mrn = f"VER{version.replace('.', '')}"
+    r = httpx.post(f"{service.http}/hl7v2", content=message("ADT^A01", pid(mrn), version=version), timeout=10)
+    ack = parse_er7(r.content.decode())
+    assert (ack.value("MSA-1"), ack.value("MSH-12")) == ("AA", version)
+    assert get(service, "Patient", identifier=mrn)["total"] == 1
+
+
+def test_site_delimiters_and_escapes_over_mllp(service: Service) -> None:
+    text = message("ADT^A04", pid("DELIM1", name="O\\S\\BRIEN^Ann\\T\\Marie")).decode()
+    # the same message written with other delimiters: field #, component $, repetition !, sub-component *
+    other = text.replace("|", "#").replace("^", "$").replace("~", "!").replace("&", "*")
+    assert other.startswith("MSH#$!\\*#")
+    with MLLPClient("127.0.0.1", service.mllp_port) as client:
+        assert ack_fields(client.send(other.encode()))[0] == "AA"
+    patient = entries(get(service, "Patient", identifier="DELIM1"))[0]
+    assert patient["name"][0]["family"] == "O$BRIEN"  # \S\ is the component delimiter of this message
+    assert patient["name"][0]["given"] == ["Ann*Marie"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["Patient", "Flag", "Appointment", "Encounter", "RelatedPerson", "Provenance", "Nope"]),
+       params=st.lists(st.tuples(st.text(max_size=20), st.text(max_size=30)), max_size=4))
+def test_fhir_api_never_fails_with_a_500(service: Service, path: str, params: list[tuple[str, str]]) -> None:
+    r = httpx.get(f"{service.http}/fhir/{path}", params=params, timeout=10)
+    assert r.status_code < 500
+    assert r.headers["content-type"].startswith("application/fhir+json")
+    body = r.json()
+    assert body["resourceType"] == ("Bundle" if r.status_code == 200 else "OperationOutcome")

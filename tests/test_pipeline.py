@@ -1,0 +1,98 @@
+"""The pipeline in process: bad input never crashes or vanishes, logs never carry values, a store
+failure acknowledges nothing, and merge semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from adapter.errors import StoreError
+from adapter.inbound import mllp
+from adapter.inbound.listener import PipelineHandler
+from adapter.pipeline import Pipeline, merge_resource
+from adapter.settings import Settings
+from adapter.store.sqlite import SqliteStore
+from tests.hl7builder import message, seg
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    store = SqliteStore(tmp_path / "p.sqlite3", synchronous="OFF")
+    yield Pipeline(store, Settings(db=tmp_path / "p.sqlite3"))
+    store.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda b: b"MSH|^~\\&|A|B|C|D|20260101||ADT^A04|X|P|2.4\r" + b, st.binary(max_size=200)),
+    st.builds(lambda t: message("ADT^A04", t), st.text(max_size=120)),
+), max_size=5))
+@example([b"MSH|^~\\&|A|B|C|D|20260101||ADT^A04|X|P|2.4\rPID|1||\\X\\^^^NHS^NH"])
+def test_any_payloads_are_archived_with_an_outcome(pipeline: Pipeline, payloads: list[bytes]) -> None:
+    results = list(pipeline.process_many(payloads))
+    assert len(results) == len(payloads)
+    for payload, processed in zip(payloads, results):
+        assert processed.outcome.status in ("AA", "AE", "AR", "duplicate", "ignored")
+        record = pipeline.store.inbound(processed.outcome.archive_id)  # type: ignore[arg-type]
+        assert record is not None and record.payload == payload
+        if processed.outcome.status != "ignored":
+            assert processed.ack is not None and b"MSA|" in processed.ack
+
+
+def test_logs_name_locations_and_codes_never_values(pipeline: Pipeline, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret_nhs, secret_name = "9876544321", "SECRETNAME"
+    for payload in (
+        message("ADT^A04", seg("PID", {1: "1", 3: f"{secret_nhs}^^^NHS^NH", 5: f"{secret_name}^X"})),
+        message("ADT^A04", seg("PID", {1: "1", 3: "M1^^^RX1^MR", 5: f"{secret_name}^X", 7: "20091399"})),
+        message("ADT^A99", seg("PID", {1: "1", 3: "M1^^^RX1^MR", 5: f"{secret_name}^X"})),
+    ):
+        processed = pipeline.process(payload, channel="test")
+        assert secret_nhs.encode() not in processed.ack and secret_name.encode() not in processed.ack  # type: ignore[operator]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "invalid-nhs-number" in text and "PID-3.1" in text
+    assert secret_nhs not in text and secret_name not in text and "20091399" not in text
+
+
+def test_a_store_failure_acknowledges_nothing_and_mllp_closes_the_connection(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    pipeline = Pipeline(store, Settings(db=tmp_path / "s.sqlite3"))
+    store.close()  # the store is gone
+    with pytest.raises(StoreError):
+        pipeline.process(message("ADT^A04", seg("PID", {1: "1", 3: "M1^^^RX1^MR"})), channel="test")
+
+    async def scenario() -> bytes:
+        server = await mllp.start_server(PipelineHandler(pipeline), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(mllp.frame(message("ADT^A04", seg("PID", {1: "1", 3: "M1^^^RX1^MR"}))))
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout=5)  # EOF: closed without an ACK
+        writer.close()
+        await mllp.stop_server(server)
+        return data
+
+    caplog.set_level(logging.CRITICAL, logger="carethread.mllp")
+    assert asyncio.run(scenario()) == b""
+
+
+def test_merge_newer_wins_older_fills_gaps_links_accumulate() -> None:
+    stored = {"resourceType": "Patient", "id": "p", "meta": {"versionId": "3", "lastUpdated": "x", "source": "a"},
+              "name": [{"family": "OLD"}], "address": [{"city": "Town"}],
+              "link": [{"other": {"reference": "Patient/1"}, "type": "replaces"}]}
+    newer = {"resourceType": "Patient", "id": "p", "meta": {"source": "b"}, "name": [{"family": "NEW"}],
+             "link": [{"other": {"reference": "Patient/2"}, "type": "replaces"}]}
+    merged = merge_resource(stored, newer, "2026-01-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00")
+    assert merged["name"] == [{"family": "NEW"}] and merged["address"] == [{"city": "Town"}]
+    assert [link["other"]["reference"] for link in merged["link"]] == ["Patient/1", "Patient/2"]
+    assert merged["meta"] == {"source": "b"}
+    older = merge_resource(stored, newer, "2026-03-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00")
+    assert older["name"] == [{"family": "OLD"}] and older["meta"] == {"source": "a"}
