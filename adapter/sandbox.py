@@ -31,5 +31,4 @@ def seed(pipeline: Pipeline) -> list[str]:
         for payload in split_batch((SAMPLES_DIR / name).read_bytes()):
             processed = pipeline.process(payload, channel="file")
             lines.append(f"seeded {name}: {processed.outcome.status}")
-    lines.append("try: curl -s 'http://HOST:PORT/fhir/Flag?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9990001006'")
     return lines
