@@ -47,6 +47,7 @@ ErrorCode = Literal[
     "unmapped-code",
     "invalid-resource",
     "store-failure",
+    "version-conflict",
     "internal-error",
 ]
 

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Lifespan
 
 from adapter.api.outcomes import ApiError, error_outcome, issue_code_for_status, operation_outcome
-from adapter.api.routes import fhir
+from adapter.api.routes import fhir, write
 from adapter.errors import AdapterError
 from adapter.store.base import Store
 from adapter.store.query import SearchParamError
@@ -76,13 +76,18 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     lifespan: Lifespan[FastAPI] | None = None,
     title: str = "Carethread",
+    validate_resource: write.ResourceValidator = write.r4_structure_issues,
 ) -> FastAPI:
-    """The application serving ``store``. The caller owns the store: it opens and closes it."""
+    """The application serving ``store``. The caller owns the store: it opens and closes it.
+
+    ``validate_resource`` checks every resource a client creates or updates (default: FHIR R4 structure)."""
     app = FastAPI(title=title, lifespan=lifespan)
     app.state.store = store
+    app.state.validate_resource = validate_resource
     for router in routers:  # first: a deliberate route under /fhir is not shadowed by /fhir/{type}/{id}
         app.include_router(router)
     app.include_router(fhir.router, prefix=fhir.FHIR_PREFIX)
+    app.include_router(write.router, prefix=fhir.FHIR_PREFIX)
     for exc_class in (ApiError, SearchParamError, AdapterError):
         app.add_exception_handler(exc_class, _on_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)

@@ -42,6 +42,7 @@ HL7_ERROR_CODES: dict[ErrorCode, tuple[str, str]] = {
     "unmapped-code": ("103", "Table value not found"),
     "invalid-resource": ("207", "Application internal error"),
     "store-failure": ("207", "Application internal error"),
+    "version-conflict": ("207", "Application internal error"),
     "internal-error": ("207", "Application internal error"),
     "config-invalid": ("207", "Application internal error"),
 }

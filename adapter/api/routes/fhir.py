@@ -1,4 +1,4 @@
-"""The FHIR REST API (read-only in this version): metadata, read, vread, history, search.
+"""The FHIR REST API, reading side: metadata, read, vread, history, search (writes: ``write.py``).
 
 Endpoints are plain ``def``s: FastAPI runs them in its threadpool, so the blocking store calls never hold up
 the event loop (which the MLLP listener shares). Errors are raised as ``ApiError`` / ``SearchParamError`` and
@@ -23,7 +23,7 @@ from adapter.api.routes.metadata import RESOURCE_TYPES, capability_statement
 from adapter.store.base import SearchResult, Store, StoredResource
 from adapter.store.query import DEFAULT_COUNT, SearchParamError, parse_search
 
-__all__ = ["FHIR_PREFIX", "fhir_base", "negotiate", "router"]
+__all__ = ["FHIR_PREFIX", "check_id", "check_type", "fhir_base", "negotiate", "router"]
 
 FHIR_PREFIX = "/fhir"
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -69,12 +69,12 @@ def negotiate(request: Request) -> None:
 router = APIRouter(dependencies=[Depends(negotiate)], default_response_class=FhirJSONResponse, tags=["FHIR"])
 
 
-def _check_type(resource_type: str) -> None:
+def check_type(resource_type: str) -> None:
     if resource_type not in RESOURCE_TYPES:  # not echoed: a path segment may hold anything
         raise ApiError(404, "not-supported", "Resource type not supported by this server")
 
 
-def _check_id(resource_id: str) -> None:
+def check_id(resource_id: str) -> None:
     if not _ID.fullmatch(resource_id):
         raise ApiError(400, "invalid", "Invalid resource id (1-64 of A-Z a-z 0-9 - .)")
 
@@ -101,8 +101,8 @@ def metadata(request: Request) -> FhirJSONResponse:
 
 @router.get("/{resource_type}/{resource_id}")
 def read(resource_type: str, resource_id: str, store: StoreDep) -> FhirJSONResponse:
-    _check_type(resource_type)
-    _check_id(resource_id)
+    check_type(resource_type)
+    check_id(resource_id)
     stored = store.read(resource_type, resource_id)
     if stored is None:
         raise _not_found(resource_type)
@@ -111,8 +111,8 @@ def read(resource_type: str, resource_id: str, store: StoreDep) -> FhirJSONRespo
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
 def vread(resource_type: str, resource_id: str, version_id: str, store: StoreDep) -> FhirJSONResponse:
-    _check_type(resource_type)
-    _check_id(resource_id)
+    check_type(resource_type)
+    check_id(resource_id)
     if not (version_id.isascii() and version_id.isdigit()) or len(version_id) > 18:
         raise ApiError(400, "invalid", "Invalid version id (a positive integer)")
     stored = store.vread(resource_type, resource_id, int(version_id))
@@ -125,8 +125,8 @@ def vread(resource_type: str, resource_id: str, version_id: str, store: StoreDep
 
 @router.get("/{resource_type}/{resource_id}/_history")
 def history(resource_type: str, resource_id: str, request: Request, store: StoreDep) -> FhirJSONResponse:
-    _check_type(resource_type)
-    _check_id(resource_id)
+    check_type(resource_type)
+    check_id(resource_id)
     versions = store.history(resource_type, resource_id)
     if not versions:
         raise _not_found(resource_type)
@@ -187,7 +187,7 @@ def _prefers_lenient(request: Request) -> bool:
 def _search(
     request: Request, store: Store, resource_type: str, params: list[tuple[str, str]]
 ) -> FhirJSONResponse:
-    _check_type(resource_type)
+    check_type(resource_type)
     formats = [(k, v) for k, v in params if k == "_format"]
     for _, value in formats:  # a POST body may carry _format too
         _check_format(value)

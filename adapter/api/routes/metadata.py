@@ -16,7 +16,7 @@ from adapter.store.search import SEARCH_PARAMS, describe, search_includes
 __all__ = ["INTERACTIONS", "RESOURCE_TYPES", "capability_statement"]
 
 RESOURCE_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
-INTERACTIONS: tuple[str, ...] = ("read", "vread", "history-instance", "search-type")
+INTERACTIONS: tuple[str, ...] = ("read", "vread", "update", "history-instance", "create", "search-type")
 
 
 def _resource(resource_type: str) -> dict[str, Any]:
@@ -25,7 +25,8 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "interaction": [{"code": code} for code in INTERACTIONS],
         "versioning": "versioned",
         "readHistory": True,
-        "updateCreate": False,
+        "updateCreate": True,
+        "conditionalUpdate": False,
         "searchInclude": search_includes(resource_type),
         "searchParam": [
             {"name": p.name, "type": p.type, "documentation": describe(p)}
@@ -42,7 +43,7 @@ def capability_statement(fhir_base: str, *, title: str = "Carethread") -> dict[s
         "date": datetime.now(UTC).date().isoformat(),
         "kind": "instance",
         "software": {"name": title, "version": __version__},
-        "implementation": {"description": f"{title} FHIR API (read-only)", "url": fhir_base},
+        "implementation": {"description": f"{title} FHIR API", "url": fhir_base},
         "fhirVersion": "4.0.1",
         "format": ["json", "application/fhir+json"],
         "rest": [{
