@@ -4,6 +4,7 @@
     carethread sandbox  [same] [--no-seed]
     carethread ingest   --source maternity [--db PATH] PATH...
     carethread replay   [--db PATH] (--list [--status AR|AE] | ID... | --all-rejected)
+    carethread validate [--profile URL] FILE...
 
 Exit status: 0 success; 1 some messages were not accepted (ingest/replay) or the service failed;
 2 usage error.
@@ -60,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --list: only this status (default: AR and AE)")
     replay.add_argument("--all-rejected", action="store_true", help="replay every AR/AE message not yet accepted")
     replay.add_argument("ids", nargs="*", type=int, metavar="ID")
+    validate = sub.add_parser("validate", help="validate FHIR R4 JSON resources or Bundles against the profiles")
+    validate.add_argument("--profile", help="profile URL (default: each resource's meta.profile, else ours)")
+    validate.add_argument("paths", nargs="+", type=Path, metavar="FILE")
     return parser
 
 
@@ -81,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "ingest":
         return _ingest(args)
+    if args.command == "validate":
+        from adapter.conformance.cli import run_validate
+
+        return run_validate(args.paths, args.profile)
     return _replay(args)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from adapter.conformance import ProfileSet, load_profiles, outcome
 from adapter.errors import AdapterError, InboundError, MappingError, ParseError, StoreError
 from adapter.fhir import validate_r4
 from adapter.inbound.ack import build_ack
@@ -91,9 +92,11 @@ class Pipeline:
 
     source = "maternity"
 
-    def __init__(self, store: Store, settings: Settings, codes: CodeTables | None = None) -> None:
+    def __init__(self, store: Store, settings: Settings, codes: CodeTables | None = None,
+                 profiles: ProfileSet | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.profiles = profiles or load_profiles()
         self.tz = ZoneInfo(settings.timezone)
         self.codes = codes or load_code_tables(DEFAULT_MAPPINGS_DIR, settings.mappings_dir)
         self.accepted_processing_ids = frozenset(p.upper() for p in settings.accepted_processing_ids)
@@ -199,11 +202,33 @@ class Pipeline:
             written.append((resource["resourceType"], resource["id"]))
             if stored is not None and _same_content(stored.resource, merged):
                 continue  # nothing new: already validated and stored
-            validate_r4(merged)
+            self.check_resource(merged)
             newest = max((t for t in (stored.source_time if stored else None, mapped.source_time) if t), default=None)
             _, did_change = tx.put(merged, source_time=newest)
             changed += did_change
         return Outcome("AA", None, tuple(mapped.warnings), tuple(written), changed)
+
+    def resource_issues(self, resource: dict[str, Any]) -> list[dict[str, Any]]:
+        """OperationOutcome issues for a resource: FHIR R4 structure (fhir.resources R4B) first, then our
+        profiles (UK Core where we have none).  Used for API writes; never holds values."""
+        try:
+            validate_r4(resource)
+        except MappingError as exc:
+            return [{"severity": "error", "code": "structure", "diagnostics": exc.message,
+                     "expression": [exc.location or resource.get("resourceType", "Resource")]}]
+        profile = self.profiles.default_profile(str(resource.get("resourceType")))
+        return outcome(self.profiles.validate(resource, profile))["issue"]  # type: ignore[no-any-return]
+
+    def check_resource(self, resource: dict[str, Any]) -> None:
+        """Every resource the pipeline stores passes R4 structure and its profile; else MappingError
+        (ACK AE) naming the first error's FHIRPath location."""
+        validate_r4(resource)
+        rtype = resource["resourceType"]
+        errors = [i for i in self.profiles.validate(resource, self.profiles.default_profile(rtype))
+                  if i.severity == "error"]
+        if errors:
+            raise MappingError(f"{rtype} does not conform to its profile ({errors[0].code})",
+                               code="invalid-resource", location=errors[0].expression)
 
     def ack_for_oversize(self, head: bytes, size: int) -> Processed:
         """An MLLP frame over the size limit: archive its head, reject it (AR)."""

@@ -41,7 +41,7 @@ def open_pipeline(settings: Settings, *, bulk: bool = False) -> Pipeline:
 
 async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "carethread",
                        before_ready: Callable[[], None] | None = None) -> int:
-    app = create_app(pipeline.store, routers=[hl7v2_router(pipeline)])
+    app = create_app(pipeline.store, routers=[hl7v2_router(pipeline)], validate_resource=pipeline.resource_issues)
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
                             access_log=False, lifespan="off")
     http = _Server(config)
