@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from adapter import __version__
+from adapter.errors import ConfigError
 from adapter.inbound.er7 import split_batch
 from adapter.settings import Settings
 
@@ -81,15 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    if args.command in ("serve", "sandbox"):
-        return _serve(args)
-    if args.command == "ingest":
-        return _ingest(args)
-    if args.command == "validate":
-        from adapter.conformance.cli import run_validate
+    try:
+        if args.command in ("serve", "sandbox"):
+            return _serve(args)
+        if args.command == "ingest":
+            return _ingest(args)
+        if args.command == "validate":
+            from adapter.conformance.cli import run_validate
 
-        return run_validate(args.paths, args.profile)
-    return _replay(args)
+            return run_validate(args.paths, args.profile)
+        return _replay(args)
+    except ConfigError as exc:  # a bad mapping, profile or setting: refuse to start, say where
+        where = f"{exc.location}: " if exc.location and exc.location not in exc.message else ""
+        print(f"carethread: configuration error: {where}{exc.message}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:

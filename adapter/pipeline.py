@@ -23,9 +23,7 @@ from adapter.fhir import validate_r4
 from adapter.inbound.ack import build_ack
 from adapter.inbound.er7 import Er7Message
 from adapter.inbound.hl7v2 import Header, read_message, sniff_header
-from adapter.mapping.codes import DEFAULT_MAPPINGS_DIR, CodeTables, load_code_tables
-from adapter.mapping.maternity import map_message
-from adapter.mapping.segments import MappingContext
+from adapter.mapping import MappingContext, MappingSet, load_mappings, map_message
 from adapter.records import Outcome, issue_from_error
 from adapter.settings import Settings
 from adapter.store.base import Store, Transaction
@@ -37,6 +35,10 @@ _log = logging.getLogger("carethread.pipeline")
 # Elements whose list accumulates across messages instead of being replaced (v2 sends full lists
 # for everything else: an absent field means "no information", so it never deletes).
 _ACCUMULATE = {"Patient": ("link",)}
+# Elements the mapping derives from another element of the same message: they come from whichever
+# message supplied that element, even by their absence (the attendance outcome exists only while
+# the status is noshow).
+_DERIVED = {"Appointment": {"extension": "status"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,13 @@ def merge_resource(stored: dict[str, Any] | None, incoming: dict[str, Any], stor
         merged = {**incoming, **base, "meta": stored.get("meta", incoming.get("meta"))}
     else:
         merged = {**base, **incoming}
+    for key, source in _DERIVED.get(incoming["resourceType"], {}).items():
+        decided_by_incoming = source in incoming and (not incoming_is_older or source not in base)
+        origin = incoming if decided_by_incoming else base
+        if key in origin:
+            merged[key] = origin[key]
+        else:
+            merged.pop(key, None)
     for key in _ACCUMULATE.get(incoming["resourceType"], ()):
         items = list(stored.get(key, []))
         items += [x for x in incoming.get(key, []) if x not in items]
@@ -92,13 +101,14 @@ class Pipeline:
 
     source = "maternity"
 
-    def __init__(self, store: Store, settings: Settings, codes: CodeTables | None = None,
+    def __init__(self, store: Store, settings: Settings, mappings: MappingSet | None = None,
                  profiles: ProfileSet | None = None) -> None:
         self.store = store
         self.settings = settings
         self.profiles = profiles or load_profiles()
         self.tz = ZoneInfo(settings.timezone)
-        self.codes = codes or load_code_tables(DEFAULT_MAPPINGS_DIR, settings.mappings_dir)
+        # both checked at start-up: a bad mapping or profile file stops the process (ConfigError)
+        self.mappings = mappings or load_mappings(overlay=settings.mappings_dir)
         self.accepted_processing_ids = frozenset(p.upper() for p in settings.accepted_processing_ids)
 
     # --- entry points -------------------------------------------------------------------------------
@@ -190,8 +200,8 @@ class Pipeline:
             return stored.resource.get("birthDate") if stored else None
 
         ctx = MappingContext(source=self.source, sending_facility=header.sending_facility,
-                             control_id=header.control_id, tz=self.tz, codes=self.codes,
-                             birth_date_of=birth_date_of)
+                             control_id=header.control_id, tz=self.tz, codes=self.mappings.codes,
+                             birth_date_of=birth_date_of, mappings=self.mappings)
         mapped = map_message(msg, header, ctx)
         written: list[tuple[str, str]] = []
         changed = 0

@@ -96,3 +96,31 @@ def test_merge_newer_wins_older_fills_gaps_links_accumulate() -> None:
     assert merged["meta"] == {"source": "b"}
     older = merge_resource(stored, newer, "2026-03-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00")
     assert older["name"] == [{"family": "OLD"}] and older["meta"] == {"source": "a"}
+
+
+def test_a_rebooked_no_show_loses_its_attendance_outcome(pipeline: Pipeline) -> None:
+    pid = seg("PID", {1: "1", 3: "REBOOK1^^^RX1^MR", 5: "X^Y", 7: "20200101"})
+    sch = {2: "RB-1^EPR", 9: "30", 10: "min", 11: "^^^20261110103000"}
+    noshow = message("SIU^S26", seg("SCH", {**sch, 25: "Noshow"}), pid, ts="20261110120000")
+    rebooked = message("SIU^S12", seg("SCH", {**sch, 25: "Booked"}), pid, ts="20261111090000")
+    assert [pipeline.process(m, channel="test").outcome.status for m in (noshow, rebooked)] == ["AA", "AA"]
+    (appt,) = [r for r in pipeline.store.search("Appointment", [], count=10, offset=0).matches]
+    assert appt.resource["status"] == "booked" and "extension" not in appt.resource
+    older_noshow = message("SIU^S26", seg("SCH", {**sch, 25: "Noshow"}), pid, ts="20261109120000")
+    assert pipeline.process(older_noshow, channel="test").outcome.status == "AA"  # older: fills gaps only
+    (appt,) = [r for r in pipeline.store.search("Appointment", [], count=10, offset=0).matches]
+    assert appt.resource["status"] == "booked" and "extension" not in appt.resource
+
+
+def test_a_bad_mapping_overlay_stops_start_up_naming_file_and_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    overlay = tmp_path / "site" / "codes"
+    overlay.mkdir(parents=True)
+    (overlay / "v2_0001_gender.yaml").write_text("system: x\nmap:\n  M: male\nextra: 1\n")
+    result = subprocess.run([sys.executable, "-m", "adapter.cli", "ingest", "--source", "maternity", "--db",
+                             str(tmp_path / "db"), "--mappings", str(tmp_path / "site"), __file__],
+                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=60)
+    assert result.returncode == 2
+    assert "v2_0001_gender.yaml" in result.stderr and "Traceback" not in result.stderr
