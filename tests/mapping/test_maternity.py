@@ -173,12 +173,25 @@ def test_no_show_age_from_the_stored_patient_when_pid7_is_absent() -> None:
 
 
 def test_filler_status_noshow_and_table_0278() -> None:
-    r = mapped(seg("SCH", {2: "A1^EPR", 11: "^^^20260110103000", 25: "Noshow"}), "PID|1||M1^^^RX1^MR||DOE^JANE||20200101",
-               event="SIU^S14")
+    r = mapped(seg("SCH", {2: "A1^EPR", 11: "^^^20260110103000^20260110110000", 25: "Noshow"}),
+               "PID|1||M1^^^RX1^MR||DOE^JANE||20200101", event="SIU^S14")
     assert of(r, "Appointment")[0]["status"] == "noshow"
     with pytest.raises(MappingError) as info:
         mapped(seg("SCH", {2: "A1^EPR", 11: "^^^20260110103000", 25: "Weird"}), "PID|1||M1^^^RX1^MR", event="SIU^S14")
     assert (info.value.code, info.value.location) == ("unmapped-code", "SCH-25")
+
+
+def test_a_start_without_end_or_duration_is_a_mapping_error() -> None:
+    # base R4 app-2/app-3: start and end together; with neither an end nor a duration we cannot say
+    with pytest.raises(MappingError) as info:
+        mapped(seg("SCH", {2: "A1^EPR", 11: "^^^20260110103000", 25: "Booked"}), "PID|1||M1^^^RX1^MR", event="SIU^S12")
+    assert (info.value.code, info.value.location) == ("missing-field", "TQ1-8")
+
+
+def test_an_nk1_without_relationship_or_contact_role_is_a_mapping_error() -> None:
+    with pytest.raises(MappingError) as info:
+        mapped("PID|1||M1^^^RX1^MR||DOE^JANE", "NK1|1|ROE^JOHN")
+    assert (info.value.code, info.value.location) == ("missing-field", "NK1-3")
 
 
 def test_safeguarding_obx_becomes_a_flag_and_others_do_not() -> None:
