@@ -5,6 +5,7 @@
     carethread ingest   --source maternity [--db PATH] PATH...
     carethread replay   [--db PATH] (--list [--status AR|AE] | ID... | --all-rejected)
     carethread validate [--profile URL] FILE...
+    carethread convert  --source maternity [--db PATH] FILE      # dry run: Bundle on stdout, trace on stderr
 
 Exit status: 0 success; 1 some messages were not accepted (ingest/replay) or the service failed;
 2 usage error.
@@ -32,7 +33,8 @@ SOURCES = ("maternity",)
 
 def _add_db(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", type=Path, help="SQLite database file (default .carethread/carethread.sqlite3)")
-    p.add_argument("--mappings", type=Path, help="site mapping overlay directory, layered over mappings/")
+    p.add_argument("--mappings", type=Path, default=argparse.SUPPRESS,
+                   help="site mapping overlay directory, layered over mappings/")
 
 
 def _add_service(p: argparse.ArgumentParser) -> None:
@@ -46,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carethread", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"carethread {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO (locations and codes only)")
+    parser.add_argument("--mappings", type=Path, help="site mapping overlay directory, layered over mappings/ "
+                        "(also accepted after the command; setting CARETHREAD_MAPPINGS_DIR)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_service(sub.add_parser("serve", help="run the FHIR API, POST /hl7v2 and the MLLP listener"))
     sandbox = sub.add_parser("sandbox", help="serve, with a synthetic maternity scenario loaded")
@@ -62,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --list: only this status (default: AR and AE)")
     replay.add_argument("--all-rejected", action="store_true", help="replay every AR/AE message not yet accepted")
     replay.add_argument("ids", nargs="*", type=int, metavar="ID")
+    convert = sub.add_parser("convert", help="print the FHIR Bundle a file would store, without storing it")
+    convert.add_argument("--source", required=True, choices=SOURCES)
+    _add_db(convert)
+    convert.add_argument("path", type=Path, metavar="FILE")
     validate = sub.add_parser("validate", help="validate FHIR R4 JSON resources or Bundles against the profiles")
     validate.add_argument("--profile", help="profile URL (default: each resource's meta.profile, else ours)")
     validate.add_argument("paths", nargs="+", type=Path, metavar="FILE")
@@ -87,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "ingest":
             return _ingest(args)
+        if args.command == "convert":
+            return _convert(args)
         if args.command == "validate":
             from adapter.conformance.cli import run_validate
 
@@ -141,6 +151,30 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"ignored {counts['ignored']} acknowledgement messages", flush=True)
     print(json.dumps(summary), flush=True)
     return 0 if not (counts["AE"] or counts["AR"]) else 1
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from adapter.convert import trace_of, transaction_bundle
+    from adapter.service import open_pipeline
+
+    if not args.path.is_file():
+        print(f"carethread convert: no such file: {args.path}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    with tempfile.TemporaryDirectory() as empty:
+        # merge against the given (or default) database if it exists; never create one for a dry run
+        db = settings.db if settings.db.exists() else Path(empty) / "dry-run.sqlite3"
+        pipeline = open_pipeline(settings.model_copy(update={"db": db}))
+        try:
+            results, resources = pipeline.dry_run(list(split_batch(args.path.read_bytes())))
+        finally:
+            pipeline.store.close()
+    print(json.dumps(transaction_bundle(resources), indent=2))
+    for processed in results:
+        print(json.dumps(trace_of(processed)), file=sys.stderr)
+    return 0 if all(p.outcome.status in ("AA", "duplicate", "ignored") for p in results) else 1
 
 
 def _with_progress(items, total: int, label: str):  # type: ignore[no-untyped-def]

@@ -96,6 +96,10 @@ def _same_content(stored: dict[str, Any], merged: dict[str, Any]) -> bool:
     return True
 
 
+class _RollBack(Exception):
+    """Ends a dry run's transaction without committing it."""
+
+
 class Pipeline:
     """Maternity HL7 v2 processing against one store."""
 
@@ -133,6 +137,28 @@ class Pipeline:
                 batch = []
         if batch:
             yield from self._batch(batch, channel)
+
+    def dry_run(self, payloads: list[bytes]) -> tuple[list[Processed], list[dict[str, Any]]]:
+        """What ingesting ``payloads`` would do and store, without storing anything: the real
+        processing in a transaction that is rolled back.  Returns each message's outcome and the
+        resources as they would be stored (merged with what is already there)."""
+        results: list[Processed] = []
+        would_store: dict[tuple[str, str], dict[str, Any]] = {}
+        try:
+            with self.store.transaction() as tx:
+                for payload in payloads:
+                    processed = self._process_in(tx, payload, "dry-run", None)
+                    results.append(processed)
+                    for rtype, rid in processed.outcome.resources:
+                        stored = tx.read(rtype, rid)
+                        if stored is not None:
+                            would_store[(rtype, rid)] = stored.resource
+                raise _RollBack
+        except _RollBack:
+            pass
+        except sqlite3.Error as exc:
+            raise StoreError(f"the message store is unavailable ({type(exc).__name__})") from None
+        return results, list(would_store.values())
 
     def replay(self, archive_id: int) -> Processed:
         record = self.store.inbound(archive_id)
@@ -216,7 +242,7 @@ class Pipeline:
             newest = max((t for t in (stored.source_time if stored else None, mapped.source_time) if t), default=None)
             _, did_change = tx.put(merged, source_time=newest)
             changed += did_change
-        return Outcome("AA", None, tuple(mapped.warnings), tuple(written), changed)
+        return Outcome("AA", None, tuple(mapped.warnings), tuple(written), changed, mapped.trace)
 
     def resource_issues(self, resource: dict[str, Any]) -> list[dict[str, Any]]:
         """OperationOutcome issues for a resource: FHIR R4 structure (fhir.resources R4B) first, then our

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from adapter.errors import AdapterError, ErrorCode
 
@@ -41,6 +41,7 @@ class Outcome:
     issues: tuple[Issue, ...] = ()
     resources: tuple[tuple[str, str], ...] = ()  # (resourceType, id) written or confirmed
     changed: int = 0  # resource versions written
+    trace: Any = None  # the mapping trace (files run, source fields unused), when a mapping ran
 
     @property
     def ack_code(self) -> AckCode | None:
@@ -55,6 +56,6 @@ class Outcome:
         return tuple(i for i in self.issues if i.severity == "E")
 
     def with_archive(self, archive_id: int) -> Outcome:
-        return Outcome(self.status, archive_id, self.issues, self.resources, self.changed)
+        return Outcome(self.status, archive_id, self.issues, self.resources, self.changed, self.trace)
 
 

@@ -134,3 +134,31 @@ def test_ingest_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     drawn = b"".join(chunks).decode(errors="replace")
     assert "many.hl7" in drawn and "300" in drawn  # the bar: file name and the message count
     assert json.loads(result.stdout.splitlines()[-1])["accepted"] == 300
+
+
+def test_convert_prints_what_would_be_stored_and_stores_nothing(tmp_path: Path) -> None:
+    f = tmp_path / "young-mother.hl7"
+    f.write_bytes((ROOT / "sandbox" / "samples" / "hl7v2" / "ADT_A04_young_mother.hl7").read_bytes()
+                  + message("ADT^A04", pid("CONV1"), seg("ZXY", {1: "site", 2: "stuff"})))
+    db = tmp_path / "db.sqlite3"
+    result = run_cli("convert", "--source", "maternity", "--db", str(db), str(f))
+    assert result.returncode == 0, result.stderr
+    bundle = json.loads(result.stdout)
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
+    types = sorted(e["resource"]["resourceType"] for e in bundle["entry"])
+    assert types.count("Patient") == 2 and "Flag" in types and types.count("Provenance") == 2
+    assert all(e["request"]["method"] == "PUT" for e in bundle["entry"])
+    traces = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [t["status"] for t in traces] == ["AA", "AA"]
+    assert "hl7v2/messages/ADT_A04.yaml" in traces[0]["mapping_files"]
+    assert "ZXY-2" in traces[1]["unused_fields"]  # a Z-segment no mapping reads is reported, not mapped
+    assert not db.exists()  # a dry run never creates a database
+    ingest = run_cli("ingest", "--source", "maternity", "--db", str(db), str(f))
+    assert json.loads(ingest.stdout.splitlines()[-1])["accepted"] == 2
+    bad = tmp_path / "bad.hl7"
+    bad.write_bytes(message("ADT^A04", seg("NK1", {1: "1", 2: "X^Y", 3: "FTH"})))
+    assert run_cli("--mappings", str(tmp_path / "missing"), "convert", "--source", "maternity", str(bad)).returncode == 2
+    (tmp_path / "empty-overlay").mkdir()  # the global --mappings form: an overlay with nothing in it
+    failed = run_cli("--mappings", str(tmp_path / "empty-overlay"), "convert", "--source", "maternity", str(bad))
+    assert failed.returncode == 1
+    assert json.loads(failed.stderr.splitlines()[0])["issues"][0]["location"] == "PID"

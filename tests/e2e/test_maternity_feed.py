@@ -240,3 +240,19 @@ def test_fhir_api_never_fails_with_a_500(service: Service, path: str, params: li
     assert r.headers["content-type"].startswith("application/fhir+json")
     body = r.json()
     assert body["resourceType"] == ("Bundle" if r.status_code == 200 else "OperationOutcome")
+
+
+def test_convert_endpoint_is_a_dry_run(service: Service) -> None:
+    msg = message("ADT^A04", pid("DRYRUN1", nhs="9990001057"))
+    r = httpx.post(f"{service.http}/fhir/$convert", content=msg, timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+json")
+    params = {p["name"]: p for p in r.json()["parameter"]}
+    bundle = params["bundle"]["resource"]
+    assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {"Patient", "Provenance"}
+    trace = {p["name"]: p.get("valueString") or p.get("valueCode") for p in params["trace"]["part"]}
+    assert trace["status"] == "AA"
+    assert get(service, "Patient", identifier="DRYRUN1")["total"] == 0  # nothing stored
+    bad = httpx.post(f"{service.http}/fhir/$convert", content=message("ADT^A04", pid("X", dob="20091399")), timeout=10)
+    assert bad.status_code == 422
+    assert bad.json()["issue"][0]["location"] == ["PID-7"]
+    assert httpx.post(f"{service.http}/fhir/$convert", content=b"not hl7", timeout=10).status_code == 400
