@@ -82,14 +82,21 @@ def merge_resource(stored: dict[str, Any] | None, incoming: dict[str, Any], stor
     return merged
 
 
+# meta elements that say which message wrote a version, not what the resource says
+_BOOKKEEPING_META = ("versionId", "lastUpdated", "source")
+
+
 def _same_content(stored: dict[str, Any], merged: dict[str, Any]) -> bool:
-    """Equal apart from the store's own meta.versionId / meta.lastUpdated."""
+    """Equal apart from bookkeeping: the store's meta.versionId / meta.lastUpdated, and meta.source
+    (the message that produced the stored version keeps the credit: a resend with the same data under
+    another control id adds no version; its Provenance still names the resource)."""
     if stored.keys() != merged.keys():
         return False
     for key, value in merged.items():
         if key == "meta":
-            meta = {k: v for k, v in stored.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
-            if meta != value:
+            old = {k: v for k, v in stored.get("meta", {}).items() if k not in _BOOKKEEPING_META}
+            new = {k: v for k, v in (value or {}).items() if k not in _BOOKKEEPING_META}
+            if old != new:
                 return False
         elif stored[key] != value:
             return False

@@ -124,3 +124,14 @@ def test_a_bad_mapping_overlay_stops_start_up_naming_file_and_line(tmp_path: Pat
                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=60)
     assert result.returncode == 2
     assert "v2_0001_gender.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_same_data_under_another_control_id_adds_no_version(pipeline: Pipeline) -> None:
+    pid = seg("PID", {1: "1", 3: "SAME1^^^RX1^MR", 5: "X^Y", 7: "20200101"})
+    first = pipeline.process(message("ADT^A31", pid, ts="20260101090000"), channel="test").outcome
+    second = pipeline.process(message("ADT^A31", pid, ts="20260102090000"), channel="test").outcome
+    assert (first.status, second.status) == ("AA", "AA")
+    patient_id = next(i for t, i in first.resources if t == "Patient")
+    assert len(pipeline.store.history("Patient", patient_id)) == 1
+    provenance = pipeline.store.search("Provenance", [("target", f"Patient/{patient_id}")], count=10, offset=0)
+    assert provenance.total == 2  # both messages are on record as sources of the resource
