@@ -15,13 +15,11 @@ from adapter.fhir_validate import R4ValidationError, validate_r4_resource
 __all__ = [
     "CT",
     "NHS_NUMBER_SYSTEM",
-    "ODS_ORG_SYSTEM",
     "SNOMED",
     "UKCORE_NHS_VERIFICATION_EXT",
     "ATTENDANCE_OUTCOME_EXT",
     "ATTENDANCE_OUTCOME_CS",
     "NHS_DD_ATTENDANCE_CS",
-    "FLAG_CATEGORY_CS",
     "CT_FLAG_CATEGORY_CS",
     "validate_r4",
 ]
@@ -30,19 +28,9 @@ __all__ = [
 CT = "https://fhir.carethread.org"
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
-ODS_ORG_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
 SNOMED = "http://snomed.info/sct"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 UKCORE_NHS_VERIFICATION_EXT = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus"
-UKCORE_PATIENT_PROFILE = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"
-UKCORE_PROFILES = {
-    "Patient": "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient",
-    "RelatedPerson": "https://fhir.hl7.org.uk/StructureDefinition/UKCore-RelatedPerson",
-    "Encounter": "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Encounter",
-    "Appointment": "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Appointment",
-    "Flag": "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Flag",
-    "Provenance": "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Provenance",
-}
 
 # Attendance outcome on an Appointment (no UK Core element exists; see DOMAIN.md §2).
 ATTENDANCE_OUTCOME_EXT = f"{CT}/StructureDefinition/Extension-Carethread-AttendanceOutcome"
@@ -50,9 +38,7 @@ ATTENDANCE_OUTCOME_CS = f"{CT}/CodeSystem/attendance-outcome"  # was-not-brought
 # NHS Data Dictionary ATTENDED OR DID NOT ATTEND (no published FHIR CodeSystem: ours mirrors the DD codes).
 NHS_DD_ATTENDANCE_CS = f"{CT}/CodeSystem/nhs-dd-attended-or-did-not-attend"
 
-FLAG_CATEGORY_CS = "http://terminology.hl7.org/CodeSystem/flag-category"
 CT_FLAG_CATEGORY_CS = f"{CT}/CodeSystem/flag-category"  # our safeguarding category
-LOCAL_ID_SYSTEM = f"{CT}/Id"  # + /<source>/<assigning authority>/<type>
 INVALID_NHS_NUMBER_SYSTEM = f"{CT}/Id/nhs-number-failing-check"
 
 

@@ -29,8 +29,7 @@ from synthetic import messages  # noqa: E402
 from adapter.fhir_validate import cache_info, clear_cache, validate_r4_resource  # noqa: E402
 from adapter.inbound.hl7v2 import read_message  # noqa: E402
 from adapter.mapping.codes import load_code_tables  # noqa: E402
-from adapter.mapping.maternity import map_message  # noqa: E402
-from adapter.mapping.segments import MappingContext  # noqa: E402
+from adapter.mapping import MappingContext, map_message  # noqa: E402
 
 
 def mapped_resources(n: int) -> list[dict[str, Any]]:

@@ -23,8 +23,7 @@ from pydantic import ValidationError
 from adapter.fhir_validate import R4ValidationError, cache_info, clear_cache, validate_r4_resource
 from adapter.inbound.hl7v2 import read_message
 from adapter.mapping.codes import load_code_tables
-from adapter.mapping.maternity import map_message
-from adapter.mapping.segments import MappingContext
+from adapter.mapping import MappingContext, map_message
 
 Resource = dict[str, Any]
 Path = tuple[str | int, ...]

@@ -14,8 +14,7 @@ import pytest
 from adapter.conformance import ProfileSet
 from adapter.inbound.hl7v2 import read_message
 from adapter.mapping.codes import load_code_tables
-from adapter.mapping.maternity import map_message
-from adapter.mapping.segments import MappingContext
+from adapter.mapping import MappingContext, map_message
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "sandbox" / "samples" / "hl7v2").glob("*.hl7")) + sorted(

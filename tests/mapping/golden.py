@@ -27,8 +27,7 @@ from adapter.errors import MappingError
 from adapter.inbound.er7 import Er7Message
 from adapter.inbound.hl7v2 import Header, read_message
 from adapter.mapping.loader import load_mappings
-from adapter.mapping.maternity import MappedMessage, map_message
-from adapter.mapping.segments import MappingContext
+from adapter.mapping import MappingContext, MappedMessage, map_message
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"

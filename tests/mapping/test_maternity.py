@@ -19,8 +19,7 @@ from adapter.fhir import (
 )
 from adapter.inbound.hl7v2 import read_message
 from adapter.mapping.codes import load_code_tables
-from adapter.mapping.maternity import MappedMessage, map_message
-from adapter.mapping.segments import MappingContext
+from adapter.mapping import MappingContext, MappedMessage, map_message
 
 CODES = load_code_tables()
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "samples" / "hl7v2"
