@@ -121,6 +121,7 @@ class Pipeline:
         # both checked at start-up: a bad mapping or profile file stops the process (ConfigError)
         self.mappings = mappings or load_mappings(overlay=settings.mappings_dir)
         self.accepted_processing_ids = frozenset(p.upper() for p in settings.accepted_processing_ids)
+        self.events = self.mappings.events()  # what the (possibly overlaid) mapping files handle
 
     # --- entry points -------------------------------------------------------------------------------
 
@@ -188,7 +189,8 @@ class Pipeline:
         status in the same transaction as the resources, so it is on disk before any ACK."""
         header: Header | None = None
         try:
-            msg, header = read_message(payload, accepted_processing_ids=self.accepted_processing_ids)
+            msg, header = read_message(payload, accepted_processing_ids=self.accepted_processing_ids,
+                                       events=self.events)
         except InboundError as exc:
             header = sniff_header(payload)
             _log.info("rejected message code=%s location=%s", exc.code, exc.location)

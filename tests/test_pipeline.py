@@ -123,7 +123,7 @@ def test_a_bad_mapping_overlay_stops_start_up_naming_file_and_line(tmp_path: Pat
                              str(tmp_path / "db"), "--mappings", str(tmp_path / "site"), __file__],
                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=60)
     assert result.returncode == 2
-    assert "v2_0001_gender.yaml" in result.stderr and "Traceback" not in result.stderr
+    assert "v2_0001_gender.yaml:4" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_the_same_data_under_another_control_id_adds_no_version(pipeline: Pipeline) -> None:
@@ -135,3 +135,20 @@ def test_the_same_data_under_another_control_id_adds_no_version(pipeline: Pipeli
     assert len(pipeline.store.history("Patient", patient_id)) == 1
     provenance = pipeline.store.search("Provenance", [("target", f"Patient/{patient_id}")], count=10, offset=0)
     assert provenance.total == 2  # both messages are on record as sources of the resource
+
+
+def test_a_site_overlay_adding_a_message_file_adds_the_event(tmp_path: Path) -> None:
+    a06 = message("ADT^A06", seg("PID", {1: "1", 3: "A06X^^^RX1^MR", 5: "X^Y"}), seg("PV1", {1: "1", 2: "I"}))
+    store = SqliteStore(tmp_path / "o.sqlite3", synchronous="OFF")
+    try:
+        shipped = Pipeline(store, Settings(db=tmp_path / "o.sqlite3"))
+        assert shipped.process(a06, channel="test").outcome.status == "AR"  # not mapped: unsupported event
+        overlay = tmp_path / "site" / "hl7v2" / "messages"
+        overlay.mkdir(parents=True)
+        (overlay / "ADT_A06.yaml").write_text("# outpatient to inpatient, as an admission\n"
+                                              "message: ADT^A06\ninclude: [adt_visit]\n")
+        site = Pipeline(store, Settings(db=tmp_path / "o.sqlite3", mappings_dir=tmp_path / "site"))
+        outcome = site.process(a06, channel="test").outcome
+        assert outcome.status == "AA" and {t for t, _ in outcome.resources} >= {"Patient", "Encounter"}
+    finally:
+        store.close()

@@ -6,6 +6,7 @@ version, event or processing id.  Routing uses MSH-9.1/MSH-9.2 only (MSH-9.3 is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from adapter.errors import ParseError, ProcessingIdRejected, UnsupportedMessage
@@ -16,6 +17,8 @@ __all__ = ["Header", "SUPPORTED_EVENTS", "SUPPORTED_VERSIONS", "read_message", "
 SUPPORTED_VERSIONS = frozenset(
     {"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2"}
 )
+# The events the shipped mappings handle (the default when no mapping set is given; a test keeps the
+# two equal).
 SUPPORTED_EVENTS: dict[str, frozenset[str]] = {
     "ADT": frozenset({"A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31", "A40"}),
     "SIU": frozenset({"S12", "S13", "S14", "S15", "S17", "S26"}),
@@ -71,8 +74,12 @@ def sniff_header(payload: bytes) -> Header | None:
         return None
 
 
-def read_message(payload: bytes, *, accepted_processing_ids: frozenset[str]) -> tuple[Er7Message, Header]:
-    """Parse and check a message. Raises ParseError / UnsupportedMessage / ProcessingIdRejected (ACK AR)."""
+def read_message(payload: bytes, *, accepted_processing_ids: frozenset[str],
+                 events: Mapping[str, frozenset[str]] = SUPPORTED_EVENTS) -> tuple[Er7Message, Header]:
+    """Parse and check a message. Raises ParseError / UnsupportedMessage / ProcessingIdRejected (ACK AR).
+
+    ``events``: MSH-9.1 -> the MSH-9.2 triggers accepted; the pipeline passes those its mapping set
+    maps, so a site overlay that adds a message file adds the event."""
     msg = parse_er7(decode_payload(payload))
     header = read_header(msg)
     if not header.control_id:
@@ -86,9 +93,9 @@ def read_message(payload: bytes, *, accepted_processing_ids: frozenset[str]) -> 
                                  location="MSH-12")
     if header.processing_id not in accepted_processing_ids:
         raise ProcessingIdRejected("MSH-11 processing id is not accepted here", location="MSH-11")
-    events = SUPPORTED_EVENTS.get(header.message_type)
-    if events is None:
+    triggers = events.get(header.message_type)
+    if triggers is None:
         raise UnsupportedMessage("MSH-9.1 message type is not supported", location="MSH-9.1")
-    if header.trigger not in events:
+    if header.trigger not in triggers:
         raise UnsupportedMessage("MSH-9.2 trigger event is not supported", location="MSH-9.2")
     return msg, header
