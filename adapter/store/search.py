@@ -340,6 +340,14 @@ def index_rows(resource: dict[str, Any]) -> list[IndexRow]:
     out: list[IndexRow] = []
     for param, convert, paths in _INDEXED.get(resource.get("resourceType", ""), ()):
         for parts in paths:
+            if len(parts) == 1:  # most paths: a top-level element, read without _walk's lists (hot on put)
+                value = resource.get(parts[0])
+                if isinstance(value, list):
+                    for node in value:
+                        convert(param, node, out)
+                elif value is not None:
+                    convert(param, value, out)
+                continue
             for node in _walk(resource, parts):
                 convert(param, node, out)
     return list(dict.fromkeys(out))
