@@ -11,13 +11,12 @@ acknowledged and the sender will resend.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from adapter.conformance import ProfileSet, load_profiles, outcome
+from adapter.conformance import ProfileSet, ValidationIssue, load_profiles, outcome
 from adapter.errors import AdapterError, InboundError, MappingError, ParseError, StoreError
 from adapter.fhir import validate_r4
 from adapter.inbound.ack import build_ack
@@ -130,7 +129,7 @@ class Pipeline:
         try:
             with self.store.transaction() as tx:
                 return self._process_in(tx, payload, channel, replay_of)
-        except (StoreError, sqlite3.Error) as exc:  # the store is unavailable: acknowledge nothing
+        except StoreError as exc:  # the store is unavailable: acknowledge nothing
             _log.error("store failure while processing a %s message: %s", channel, type(exc).__name__)
             raise StoreError("the message store is unavailable") from None
 
@@ -164,8 +163,6 @@ class Pipeline:
                 raise _RollBack
         except _RollBack:
             pass
-        except sqlite3.Error as exc:
-            raise StoreError(f"the message store is unavailable ({type(exc).__name__})") from None
         return results, list(would_store.values())
 
     def replay(self, archive_id: int) -> Processed:
@@ -180,7 +177,7 @@ class Pipeline:
         try:
             with self.store.transaction() as tx:
                 return [self._process_in(tx, p, channel, None) for p in batch]
-        except (StoreError, sqlite3.Error) as exc:
+        except StoreError as exc:
             _log.error("store failure during a %s batch: %s", channel, type(exc).__name__)
             raise StoreError("the message store is unavailable") from None
 
@@ -253,26 +250,26 @@ class Pipeline:
             changed += did_change
         return Outcome("AA", None, tuple(mapped.warnings), tuple(written), changed, mapped.trace)
 
+    def _profile_issues(self, resource: dict[str, Any]) -> list[ValidationIssue]:
+        """Our profile for the type (UK Core where we have none); the resource is R4-valid already."""
+        return self.profiles.validate(resource, self.profiles.default_profile(str(resource.get("resourceType"))))
+
     def resource_issues(self, resource: dict[str, Any]) -> list[dict[str, Any]]:
-        """OperationOutcome issues for a resource: FHIR R4 structure (fhir.resources R4B) first, then our
-        profiles (UK Core where we have none).  Used for API writes; never holds values."""
+        """OperationOutcome issues for a resource (API writes): R4 structure first, then the profile."""
         try:
             validate_r4(resource)
         except MappingError as exc:
             return [{"severity": "error", "code": "structure", "diagnostics": exc.message,
                      "expression": [exc.location or resource.get("resourceType", "Resource")]}]
-        profile = self.profiles.default_profile(str(resource.get("resourceType")))
-        return outcome(self.profiles.validate(resource, profile))["issue"]  # type: ignore[no-any-return]
+        return outcome(self._profile_issues(resource))["issue"]  # type: ignore[no-any-return]
 
     def check_resource(self, resource: dict[str, Any]) -> None:
         """Every resource the pipeline stores passes R4 structure and its profile; else MappingError
         (ACK AE) naming the first error's FHIRPath location."""
         validate_r4(resource)
-        rtype = resource["resourceType"]
-        errors = [i for i in self.profiles.validate(resource, self.profiles.default_profile(rtype))
-                  if i.severity == "error"]
+        errors = [i for i in self._profile_issues(resource) if i.severity == "error"]
         if errors:
-            raise MappingError(f"{rtype} does not conform to its profile ({errors[0].code})",
+            raise MappingError(f"{resource['resourceType']} does not conform to its profile ({errors[0].code})",
                                code="invalid-resource", location=errors[0].expression)
 
     def ack_for_oversize(self, head: bytes, size: int) -> Processed:

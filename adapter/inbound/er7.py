@@ -72,9 +72,6 @@ class Field:
             self._reps = self._raw.split(self._d.repetition) if self._raw else []
         return self._reps
 
-    def rep_count(self) -> int:
-        return len(self.repetitions)
-
     def value(self, rep: int = 1, comp: int = 1, sub: int = 1) -> str:
         """The decoded value at repetition/component/sub-component (1-based); '' when absent."""
         reps = self.repetitions
@@ -122,10 +119,6 @@ class Segment:
         if rep == 1 and comp == 1 and sub == 1 and not any(c in raw for c in d.encoding_characters):
             return raw
         return Field(raw, d).value(rep, comp, sub)
-
-    @property
-    def field_count(self) -> int:
-        return len(self._fields) - 1
 
     def raw_fields(self) -> list[str]:
         return self._fields

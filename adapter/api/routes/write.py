@@ -42,7 +42,7 @@ def r4_structure_issues(resource: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _validator(request: Request) -> ResourceValidator:
-    validator: ResourceValidator = getattr(request.app.state, "validate_resource", r4_structure_issues)
+    validator: ResourceValidator = request.app.state.validate_resource  # set by create_app
     return validator
 
 
