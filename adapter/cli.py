@@ -2,7 +2,7 @@
 
     carethread serve    [--host H] [--http-port P] [--mllp-port P] [--db PATH]
     carethread sandbox  [same] [--no-seed]
-    carethread ingest   --source maternity [--db PATH] PATH...
+    carethread ingest   --source maternity|health-visiting|gp [--db PATH] [--practice ODS] PATH...
     carethread replay   [--db PATH] (--list [--status AR|AE] | ID... | --all-rejected)
     carethread validate [--profile URL] FILE...
     carethread convert  --source maternity [--db PATH] FILE      # dry run: Bundle on stdout, trace on stderr
@@ -20,6 +20,7 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from adapter import __version__
 from adapter.errors import ConfigError
@@ -28,7 +29,7 @@ from adapter.settings import Settings
 
 __all__ = ["main"]
 
-SOURCES = ("maternity",)
+SOURCES = ("maternity", "health-visiting", "gp")
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -55,8 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser("sandbox", help="serve, with a synthetic maternity scenario loaded")
     _add_service(sandbox)
     sandbox.add_argument("--no-seed", action="store_true", help="do not load the synthetic scenario")
-    ingest = sub.add_parser("ingest", help="ingest HL7 v2 files (many messages per file)")
+    ingest = sub.add_parser("ingest", help="ingest files: HL7 v2 (maternity), exports (health-visiting), "
+                            "GP Connect bundles (gp)")
     ingest.add_argument("--source", required=True, choices=SOURCES)
+    ingest.add_argument("--practice", help="gp: the practice's ODS code, for bundles that do not name it")
     _add_db(ingest)
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     replay = sub.add_parser("replay", help="list or re-process archived messages")
@@ -128,7 +131,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from adapter.service import open_pipeline
 
-    missing = [str(p) for p in args.paths if not p.is_file()]
+    allowed = (lambda p: p.exists()) if args.source == "health-visiting" else (lambda p: p.is_file() or
+                                                                              args.source == "gp" and p.is_dir())
+    missing = [str(p) for p in args.paths if not allowed(p)]
     if missing:
         print(f"carethread ingest: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -136,13 +141,12 @@ def _ingest(args: argparse.Namespace) -> int:
     pipeline = open_pipeline(_settings(args, sqlite_synchronous="NORMAL"), bulk=True)
     counts: Counter[str] = Counter()
     try:
-        for path in args.paths:
-            messages = list(split_batch(path.read_bytes()))
-            file_counts = Counter(p.outcome.status for p in _with_progress(pipeline.process_many(messages),
-                                                                            len(messages), path.name))
-            counts.update(file_counts)
-            print(f"{path}: {len(messages)} messages, " + ", ".join(f"{k} {v}" for k, v in sorted(file_counts.items())),
-                  flush=True)
+        if args.source == "health-visiting":
+            _ingest_exports(pipeline, args.paths, counts)
+        elif args.source == "gp":
+            _ingest_bundles(pipeline, args.paths, counts, args.practice)
+        else:
+            _ingest_messages(pipeline, args.paths, counts)
     finally:
         pipeline.store.close()
     summary = {"accepted": counts["AA"], "errors": counts["AE"], "rejected": counts["AR"],
@@ -151,6 +155,49 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"ignored {counts['ignored']} acknowledgement messages", flush=True)
     print(json.dumps(summary), flush=True)
     return 0 if not (counts["AE"] or counts["AR"]) else 1
+
+
+def _ingest_messages(pipeline: Any, paths: list[Path], counts: Counter[str]) -> None:
+    for path in paths:
+        messages = list(split_batch(path.read_bytes()))
+        file_counts = Counter(p.outcome.status for p in _with_progress(pipeline.process_many(messages),
+                                                                        len(messages), path.name))
+        counts.update(file_counts)
+        print(f"{path}: {len(messages)} messages, " + ", ".join(f"{k} {v}" for k, v in sorted(file_counts.items())),
+              flush=True)
+
+
+def _issue_line(where: str, status: str, issue: Any) -> str:
+    """One rejected row or bundle entry: where, what status, which code at which location; never a value."""
+    at = f" at {issue.location}" if issue.location else ""
+    return f"{where}: {status} {issue.code}{at}: {issue.message}"
+
+
+def _ingest_exports(pipeline: Any, paths: list[Path], counts: Counter[str]) -> None:
+    from adapter.inbound.export import open_export
+
+    for path in paths:
+        file_counts: Counter[str] = Counter()
+        for result in _with_progress(pipeline.ingest_export(open_export(path)), None, path.name):
+            o = result.outcome
+            file_counts[o.status] += 1
+            for issue in o.errors:
+                print(_issue_line(f"{result.file}:{result.line}", o.status, issue), flush=True)
+        counts.update(file_counts)
+        print(f"{path}: {sum(file_counts.values())} rows, " +
+              ", ".join(f"{k} {v}" for k, v in sorted(file_counts.items())), flush=True)
+
+
+def _ingest_bundles(pipeline: Any, paths: list[Path], counts: Counter[str], practice: str | None) -> None:
+    files = [f for p in paths for f in (sorted(p.rglob("*.json")) if p.is_dir() else [p])]
+    for path in _with_progress(files, len(files), "bundles"):
+        result = pipeline.process_bundle(path.read_bytes(), channel="file", practice=practice)
+        o = result.outcome
+        counts[o.status] += 1
+        for issue in o.issues:
+            if issue.severity == "E":
+                print(_issue_line(str(path), o.status, issue), flush=True)
+        print(f"{path}: {o.status}, {len(o.resources)} resources, {o.changed} versions written", flush=True)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -177,7 +224,7 @@ def _convert(args: argparse.Namespace) -> int:
     return 0 if all(p.outcome.status in ("AA", "duplicate", "ignored") for p in results) else 1
 
 
-def _with_progress(items, total: int, label: str):  # type: ignore[no-untyped-def]
+def _with_progress(items, total: int | None, label: str):  # type: ignore[no-untyped-def]
     if not sys.stderr.isatty():
         yield from items
         return
@@ -203,7 +250,7 @@ def _replay(args: argparse.Namespace) -> int:
             statuses = [args.status] if args.status else ["AR", "AE"]
             for status in statuses:
                 for rec in store.list_inbound(status=status, limit=10_000):
-                    print(json.dumps({"id": rec.id, "status": rec.status, "channel": rec.channel,
+                    print(json.dumps({"id": rec.id, "source": rec.source, "status": rec.status, "channel": rec.channel,
                                       "received_at": rec.received_at, "control_id": rec.control_id,
                                       "error_code": rec.error_code, "error_location": rec.error_location}))
             return 0

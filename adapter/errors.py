@@ -49,6 +49,16 @@ ErrorCode = Literal[
     "store-failure",
     "version-conflict",
     "internal-error",
+    # tabular exports (health visiting) and FHIR bundles (GP)
+    "unknown-file",
+    "malformed-header",
+    "malformed-row",
+    "unknown-person",
+    "invalid-json",
+    "not-a-bundle",
+    "no-patient",
+    "missing-resource",
+    "unsupported-resource",
 ]
 
 

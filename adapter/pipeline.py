@@ -10,10 +10,12 @@ acknowledged and the sender will resend.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from adapter.conformance import ProfileSet, ValidationIssue, load_profiles, outcome
@@ -21,13 +23,17 @@ from adapter.errors import AdapterError, InboundError, MappingError, ParseError,
 from adapter.fhir import validate_r4
 from adapter.inbound.ack import build_ack
 from adapter.inbound.er7 import Er7Message
+from adapter.inbound.export import ExportFile, Row, read_rows
 from adapter.inbound.hl7v2 import Header, read_message, sniff_header
-from adapter.mapping import MappingContext, MappingSet, load_mappings, map_message
-from adapter.records import Outcome, issue_from_error
+from adapter.mapping import MappingContext, MappingSet, load_mappings, map_message, map_record
+from adapter.records import Issue, Outcome, issue_from_error
 from adapter.settings import Settings
 from adapter.store.base import Store, Transaction
 
-__all__ = ["Pipeline", "Processed", "merge_resource"]
+__all__ = ["Pipeline", "Processed", "RowResult", "BundleResult", "merge_resource", "HEALTH_VISITING", "GP", "MATERNITY"]
+
+MATERNITY, HEALTH_VISITING, GP = "maternity", "health-visiting", "gp"
+_T = TypeVar("_T")
 
 _log = logging.getLogger("carethread.pipeline")
 
@@ -102,14 +108,60 @@ def _same_content(stored: dict[str, Any], merged: dict[str, Any]) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    """What became of one row of an export."""
+
+    file: str
+    line: int  # where the row starts (a CSV header is line 1)
+    feed: str | None
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class BundleResult:
+    """What became of one GP bundle, and the HTTP status that says so."""
+
+    outcome: Outcome
+    http_status: int  # 200 stored (entries may still have errors), 400 unreadable, 422 no usable Patient
+
+
+def _only_targets(provenance: dict[str, Any], written: list[tuple[str, str]]) -> dict[str, Any]:
+    if provenance.get("resourceType") != "Provenance":
+        return provenance
+    kept = {f"{t}/{i}" for t, i in written}
+    return {**provenance, "target": [t for t in provenance.get("target", []) if t.get("reference") in kept]}
+
+
+def _row_from_archive(payload: bytes) -> Row:
+    data = json.loads(payload)
+    record = data.get("record")
+    ok = isinstance(record, dict) and data.get("feed")
+    return Row(data.get("feed"), data.get("file", ""), int(data.get("line", 0)), record if ok else None, payload,
+               None if ok else ParseError("the archived row could not be read", code="malformed-row"))
+
+
+def _patient_refs(resource: dict[str, Any]) -> Iterator[str]:
+    """Ids of the Patients a resource is about (subject, patient, participant actors)."""
+    for key in ("subject", "patient"):
+        ref = (resource.get(key) or {}).get("reference", "") if isinstance(resource.get(key), dict) else ""
+        if ref.startswith("Patient/"):
+            yield ref[8:]
+    for participant in resource.get("participant", ()) if resource["resourceType"] == "Appointment" else ():
+        ref = (participant.get("actor") or {}).get("reference", "")
+        if ref.startswith("Patient/"):
+            yield ref[8:]
+
+
 class _RollBack(Exception):
     """Ends a dry run's transaction without committing it."""
 
 
 class Pipeline:
-    """Maternity HL7 v2 processing against one store."""
+    """Every source's processing against one store: maternity HL7 v2 messages, health visiting export
+    rows, GP Connect bundles."""
 
-    source = "maternity"
+    source = MATERNITY
 
     def __init__(self, store: Store, settings: Settings, mappings: MappingSet | None = None,
                  profiles: ProfileSet | None = None) -> None:
@@ -166,10 +218,176 @@ class Pipeline:
         return results, list(would_store.values())
 
     def replay(self, archive_id: int) -> Processed:
+        """Process an archived payload again, by the source it came from."""
         record = self.store.inbound(archive_id)
         if record is None:
             raise KeyError(archive_id)
+        if record.source == HEALTH_VISITING:
+            row = _row_from_archive(record.payload)
+            return Processed(self._in_transaction(lambda tx: self._row_in(tx, row, "replay", archive_id)), None)
+        if record.source == GP:
+            return Processed(self.process_bundle(record.payload, channel="replay", replay_of=archive_id).outcome,
+                             None)
         return self.process(record.payload, channel="replay", replay_of=archive_id)
+
+    # --- health visiting: tabular exports, one row at a time ----------------------------------------------
+
+    def ingest_export(self, files: list[ExportFile], *, channel: str = "file") -> Iterator[RowResult]:
+        """Every row of an export, in feed order, many rows per transaction (one savepoint each).  A bad
+        row is archived and reported at its file, line and column; the rest of the export goes on."""
+        rows = read_rows(files, self.mappings.feeds_of(HEALTH_VISITING))
+        size = max(1, self.settings.ingest_batch_size)
+        batch: list[Row] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= size:
+                yield from self._row_batch(batch, channel)
+                batch = []
+        if batch:
+            yield from self._row_batch(batch, channel)
+
+    def _row_batch(self, batch: list[Row], channel: str) -> list[RowResult]:
+        def run(tx: Transaction) -> list[RowResult]:
+            return [RowResult(r.file, r.line, r.feed, self._row_in(tx, r, channel, None)) for r in batch]
+        return self._in_transaction(run)
+
+    def _in_transaction(self, work: Callable[[Transaction], _T]) -> _T:
+        try:
+            with self.store.transaction() as tx:
+                return work(tx)
+        except StoreError as exc:
+            _log.error("store failure: %s", type(exc).__name__)
+            raise StoreError("the message store is unavailable") from None
+
+    def _row_in(self, tx: Transaction, row: Row, channel: str, replay_of: int | None) -> Outcome:
+        def archive(status: str, control_id: str | None, error: AdapterError | None = None) -> int:
+            archive_id = tx.archive(channel=channel, source=HEALTH_VISITING, sender=row.feed, control_id=control_id,
+                                    payload=row.raw, status=status, replay_of=replay_of)
+            if error is not None:
+                where = f"{row.file}:{row.line}" + (f" {error.location}" if error.location else "")
+                tx.set_status(archive_id, status, error_code=error.code, error_location=where)
+            return archive_id
+
+        if row.error is not None or row.feed is None or row.record is None:
+            err = row.error or ParseError("the row cannot be read", code="malformed-row")
+            _log.info("rejected row code=%s line=%s", err.code, row.line)
+            return Outcome("AR", archive("AR", None, err), (Issue(err.code, None, err.message),))
+        control_id = hashlib.sha256(row.feed.encode() + b"\0" + json.dumps(
+            row.record, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        if tx.find_accepted(HEALTH_VISITING, row.feed, control_id) is not None:
+            return Outcome("duplicate", archive("duplicate", control_id))
+        error: AdapterError
+        try:
+            with tx.savepoint():
+                mapped = map_record(self.mappings, row.feed, row.record, self._context(tx, HEALTH_VISITING, control_id))
+                self._check_person(tx, row.feed, mapped.resources)
+                written, changed = self._store_resources(tx, mapped.resources, mapped.source_time)
+                archive_id = archive("AA", control_id)
+            return Outcome("AA", archive_id, tuple(mapped.warnings), tuple(written), changed, mapped.trace)
+        except StoreError:
+            raise
+        except MappingError as exc:
+            _log.info("row not applied code=%s line=%s location=%s", exc.code, row.line, exc.location)
+            error = exc
+        except (AdapterError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            _log.exception("internal error while mapping a row (%s)", type(exc).__name__)
+            error = AdapterError("internal error while mapping", code="internal-error")
+        return Outcome("AE", archive("AE", control_id, error), (issue_from_error(error),))
+
+    # --- GP: GP Connect STU3 bundles, one entry at a time -------------------------------------------------
+
+    def process_bundle(self, payload: bytes, *, channel: str, practice: str | None = None,
+                       replay_of: int | None = None) -> BundleResult:
+        """One GP Connect bundle, one transaction.  Invalid JSON or not a bundle: rejected whole (400); no
+        Patient, or the Patient itself invalid: rejected whole (422); an entry that cannot be converted or
+        stored: reported at ``Bundle.entry[i]`` while the others are stored (archived ``AE`` for replay)."""
+        return self._in_transaction(lambda tx: self._bundle_in(tx, payload, channel, practice, replay_of))
+
+    def _bundle_in(self, tx: Transaction, payload: bytes, channel: str, practice: str | None,
+                   replay_of: int | None) -> BundleResult:
+        control_id = hashlib.sha256(payload).hexdigest()
+
+        def archive(status: str, sender: str | None, error: AdapterError | None = None) -> int:
+            archive_id = tx.archive(channel=channel, source=GP, sender=sender, control_id=control_id, payload=payload,
+                                    status=status, replay_of=replay_of)
+            if error is not None:
+                tx.set_status(archive_id, status, error_code=error.code, error_location=error.location)
+            return archive_id
+
+        from adapter.inbound.gpconnect import read_bundle  # TODO top-level once it lands
+
+        ctx = self._context(tx, GP, control_id)
+        try:
+            bundle = read_bundle(payload, self.mappings, tz=self.tz, practice=practice, birth_date_of=ctx.birth_date_of)
+        except InboundError as exc:
+            _log.info("rejected bundle code=%s location=%s", exc.code, exc.location)
+            return BundleResult(Outcome("AR", archive("AR", practice, exc), (issue_from_error(exc),)), 400)
+        except MappingError as exc:
+            _log.info("bundle not applied code=%s location=%s", exc.code, exc.location)
+            return BundleResult(Outcome("AE", archive("AE", practice, exc), (issue_from_error(exc),)), 422)
+        sender = bundle.practice
+        if tx.find_accepted(GP, sender, control_id) is not None:
+            return BundleResult(Outcome("duplicate", archive("duplicate", sender)), 200)
+        if bundle.patient_id is None and (not bundle.patient_ref or
+                                          tx.read("Patient", bundle.patient_ref.removeprefix("Patient/")) is None):
+            err = MappingError("the bundle has no Patient and names none already known", code="no-patient",
+                               location="Bundle")
+            return BundleResult(Outcome("AE", archive("AE", sender, err), (issue_from_error(err),)), 422)
+        issues: list[Issue] = []
+        written: list[tuple[str, str]] = []
+        changed = 0
+        try:
+            with tx.savepoint():  # the Patient failing undoes the whole bundle
+                for entry in bundle.entries:
+                    issues += entry.issues
+                    if any(i.severity == "E" for i in entry.issues) or not entry.resources:
+                        continue
+                    resources = entry.resources
+                    if entry.index is None:  # the bundle's Provenance: only what was stored
+                        resources = [_only_targets(r, written) for r in resources]
+                    is_patient = any(r["resourceType"] == "Patient" and r["id"] == bundle.patient_id
+                                     for r in resources)
+                    try:
+                        with tx.savepoint():
+                            w, c = self._store_resources(tx, resources, bundle.source_time)
+                    except MappingError as exc:
+                        where = f"Bundle.entry[{entry.index}]" if entry.index is not None else "Bundle"
+                        if is_patient:
+                            raise MappingError(exc.message, code=exc.code, location=where) from None
+                        issues.append(Issue(exc.code, f"{where} {exc.location or ''}".strip(), exc.message))
+                        continue
+                    written += w
+                    changed += c
+        except MappingError as exc:
+            _log.info("bundle not applied: its Patient code=%s", exc.code)
+            return BundleResult(Outcome("AE", archive("AE", sender, exc), (issue_from_error(exc),)), 422)
+        errors = [i for i in issues if i.severity == "E"]
+        first = MappingError(errors[0].message, code=errors[0].code, location=errors[0].location) if errors else None
+        status = "AE" if errors else "AA"
+        return BundleResult(Outcome(status, archive(status, sender, first), tuple(issues), tuple(written), changed),
+                            200)
+
+    def _context(self, tx: Transaction, source: str, control_id: str, sending_facility: str = "") -> MappingContext:
+        def birth_date_of(patient_id: str) -> str | None:
+            stored = tx.read("Patient", patient_id)
+            return stored.resource.get("birthDate") if stored else None
+
+        return MappingContext(source=source, sending_facility=sending_facility, control_id=control_id, tz=self.tz,
+                              codes=self.mappings.codes, birth_date_of=birth_date_of, mappings=self.mappings)
+
+    def _check_person(self, tx: Transaction, feed: str, resources: list[dict[str, Any]]) -> None:
+        """A row about a person (``person:`` in its feed file) needs that person: produced by the row
+        itself or already stored (an earlier row, file or export).  Else the row is rejected there."""
+        column = self.mappings.files[self.mappings.feeds[feed].name].model.person
+        if column is None:
+            return
+        produced = {r["id"] for r in resources if r["resourceType"] == "Patient"}
+        for resource in resources:
+            for ref in _patient_refs(resource):
+                if ref not in produced and tx.read("Patient", ref) is None:
+                    raise MappingError("no person with this local id in this or an earlier export",
+                                       code="unknown-person", location=column)
+                produced.add(ref)
 
     # --- internals ----------------------------------------------------------------------------------
 
@@ -227,28 +445,29 @@ class Pipeline:
         return archive_id
 
     def _apply(self, tx: Transaction, msg: Er7Message, header: Header) -> Outcome:
-        def birth_date_of(patient_id: str) -> str | None:
-            stored = tx.read("Patient", patient_id)
-            return stored.resource.get("birthDate") if stored else None
-
-        ctx = MappingContext(source=self.source, sending_facility=header.sending_facility,
-                             control_id=header.control_id, tz=self.tz, codes=self.mappings.codes,
-                             birth_date_of=birth_date_of, mappings=self.mappings)
+        ctx = self._context(tx, self.source, header.control_id, header.sending_facility)
         mapped = map_message(msg, header, ctx)
+        written, changed = self._store_resources(tx, mapped.resources, mapped.source_time)
+        return Outcome("AA", None, tuple(mapped.warnings), tuple(written), changed, mapped.trace)
+
+    def _store_resources(self, tx: Transaction, resources: list[dict[str, Any]],
+                         source_time: str | None) -> tuple[list[tuple[str, str]], int]:
+        """Merge each resource with its stored version, validate what changed, write it.  Every source
+        ends here: one merge rule, one validation, one write path."""
         written: list[tuple[str, str]] = []
         changed = 0
-        for resource in mapped.resources:
+        for resource in resources:
             stored = tx.read(resource["resourceType"], resource["id"])
             merged = merge_resource(stored.resource if stored else None, resource,
-                                    stored.source_time if stored else None, mapped.source_time)
+                                    stored.source_time if stored else None, source_time)
             written.append((resource["resourceType"], resource["id"]))
             if stored is not None and _same_content(stored.resource, merged):
                 continue  # nothing new: already validated and stored
             self.check_resource(merged)
-            newest = max((t for t in (stored.source_time if stored else None, mapped.source_time) if t), default=None)
+            newest = max((t for t in (stored.source_time if stored else None, source_time) if t), default=None)
             _, did_change = tx.put(merged, source_time=newest)
             changed += did_change
-        return Outcome("AA", None, tuple(mapped.warnings), tuple(written), changed, mapped.trace)
+        return written, changed
 
     def _profile_issues(self, resource: dict[str, Any]) -> list[ValidationIssue]:
         """Our profile for the type (UK Core where we have none); the resource is R4-valid already."""

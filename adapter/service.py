@@ -14,6 +14,7 @@ import uvicorn
 
 from adapter.api.app import create_app
 from adapter.api.routes.hl7v2 import hl7v2_router
+from adapter.api.routes.ingest import ingest_router
 from adapter.inbound import mllp
 from adapter.inbound.listener import PipelineHandler
 from adapter.pipeline import Pipeline
@@ -41,7 +42,8 @@ def open_pipeline(settings: Settings, *, bulk: bool = False) -> Pipeline:
 
 async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "carethread",
                        before_ready: Callable[[], None] | None = None) -> int:
-    app = create_app(pipeline.store, routers=[hl7v2_router(pipeline)], validate_resource=pipeline.resource_issues)
+    app = create_app(pipeline.store, routers=[hl7v2_router(pipeline), ingest_router(pipeline)],
+                     validate_resource=pipeline.resource_issues)
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
                             access_log=False, lifespan="off")
     http = _Server(config)

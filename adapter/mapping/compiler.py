@@ -107,6 +107,15 @@ class MappingSet:
             out.setdefault(mtype, set()).add(trigger)
         return {k: frozenset(v) for k, v in out.items()}
 
+    def feeds_of(self, source: str) -> list[tuple[str, S.FeedFile]]:
+        """The feeds an ingest source reads, in export order: (feed name, its file model)."""
+        out = []
+        for name, cm in self.feeds.items():
+            model = self.files[cm.name].model
+            if model.source == source:
+                out.append((name, model))
+        return sorted(out, key=lambda item: (item[1].order, item[0]))
+
     def origin(self, name: str) -> Path:
         return self.files[name].path
 

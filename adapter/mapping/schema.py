@@ -324,6 +324,10 @@ class FeedFile(Node):
 
     feed: str = Field(pattern=_NAME)
     format: Literal["csv", "json"]
+    source: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]*$")  # the ingest source it serves
+    files: list[str] = []  # file-name patterns (glob, case-insensitive) of an export this feed reads
+    order: int = 100  # an export's files are read in this order (people before their contacts)
+    person: str | None = None  # column naming the person a row belongs to: known from this export or stored
     include: list[str] = []
     meta_source: Spec | None = None
     source_time: Spec | None = None

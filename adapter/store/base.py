@@ -127,6 +127,23 @@ class Transaction(Protocol):
         """A nested unit: if the block raises, its writes are undone and the exception propagates."""
         ...
 
+    # identity reconciliation (adapter.reconcile): records are opaque text to the store
+    def identity_candidates(self, keys: list[str], limit: int = 500) -> list[tuple[str, str, str]]:
+        """(patient id, identity id, record) of the members sharing any of the blocking ``keys``."""
+        ...
+
+    def identity_members(self, identity_id: str) -> list[tuple[str, str]]:
+        """(patient id, record) of every member of an identity."""
+        ...
+
+    def identity_of(self, patient_id: str) -> tuple[str, str] | None:
+        """(identity id, record) of a source Patient, or None."""
+        ...
+
+    def set_identity_member(self, patient_id: str, identity_id: str, record: str, keys: list[str]) -> None:
+        """Put a source Patient in an identity with its matching record and blocking keys (replacing both)."""
+        ...
+
 
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]:

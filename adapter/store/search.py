@@ -153,6 +153,62 @@ SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = {
         "Provenance",
         SearchParam("target", "reference", ("target",), "Provenance.target"),
     ),
+    # GP Connect records kept as they came (converted to R4): the evidence behind flags and no-shows
+    "Condition": _table(
+        "Condition",
+        _patient("Condition.subject", also="subject"),
+        SearchParam("subject", "reference", ("subject",), "Condition.subject"),
+        SearchParam("code", "token", ("code",), "Condition.code.coding"),
+        SearchParam("clinical-status", "token", ("clinicalStatus",), "Condition.clinicalStatus.coding"),
+        SearchParam("onset-date", "date", ("onsetDateTime",), "Condition.onsetDateTime"),
+        SearchParam("identifier", "token", ("identifier",), "Condition.identifier"),
+    ),
+    "Observation": _table(
+        "Observation",
+        _patient("Observation.subject", also="subject"),
+        SearchParam("subject", "reference", ("subject",), "Observation.subject"),
+        SearchParam("code", "token", ("code",), "Observation.code.coding"),
+        SearchParam("status", "token", ("status",), "Observation.status"),
+        SearchParam("date", "date", ("effectiveDateTime",), "Observation.effectiveDateTime"),
+        SearchParam("identifier", "token", ("identifier",), "Observation.identifier"),
+    ),
+    "Immunization": _table(
+        "Immunization",
+        _patient("Immunization.patient", path="patient"),
+        SearchParam("status", "token", ("status",), "Immunization.status"),
+        SearchParam("date", "date", ("occurrenceDateTime",), "Immunization.occurrenceDateTime"),
+        SearchParam("identifier", "token", ("identifier",), "Immunization.identifier"),
+    ),
+    "List": _table(
+        "List",
+        _patient("List.subject", also="subject"),
+        SearchParam("subject", "reference", ("subject",), "List.subject"),
+        SearchParam("code", "token", ("code",), "List.code.coding"),
+        SearchParam("status", "token", ("status",), "List.status"),
+    ),
+    "Organization": _table(
+        "Organization",
+        SearchParam("identifier", "token", ("identifier",), "Organization.identifier"),
+        SearchParam("name", "string", ("name",), "Organization.name"),
+    ),
+    "Practitioner": _table(
+        "Practitioner",
+        SearchParam("identifier", "token", ("identifier",), "Practitioner.identifier"),
+        SearchParam("family", "string", ("name.family",), "Practitioner.name.family"),
+    ),
+    "PractitionerRole": _table(
+        "PractitionerRole",
+        SearchParam("practitioner", "reference", ("practitioner",), "PractitionerRole.practitioner",
+                    targets=("Practitioner",)),
+        SearchParam("organization", "reference", ("organization",), "PractitionerRole.organization",
+                    targets=("Organization",)),
+        SearchParam("identifier", "token", ("identifier",), "PractitionerRole.identifier"),
+    ),
+    "Location": _table(
+        "Location",
+        SearchParam("identifier", "token", ("identifier",), "Location.identifier"),
+        SearchParam("name", "string", ("name",), "Location.name"),
+    ),
 }
 
 

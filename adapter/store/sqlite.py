@@ -57,6 +57,15 @@ _SCHEMA: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX inbound_accepted ON inbound (source, control_id, sender) WHERE status = 'AA'",
         "CREATE INDEX inbound_status ON inbound (status, id)",
     ),
+    (  # version 2: identity reconciliation (adapter.reconcile): each source Patient's identity, the
+        # standardised record it is matched on, and the blocking keys that find it as a candidate
+        """CREATE TABLE identity_member (
+            patient_id TEXT PRIMARY KEY, identity_id TEXT NOT NULL, record TEXT NOT NULL) WITHOUT ROWID""",
+        "CREATE INDEX identity_member_identity ON identity_member (identity_id)",
+        """CREATE TABLE identity_block (
+            key TEXT NOT NULL, patient_id TEXT NOT NULL, PRIMARY KEY (key, patient_id)) WITHOUT ROWID""",
+        "CREATE INDEX identity_block_patient ON identity_block (patient_id)",
+    ),
 )
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -324,6 +333,49 @@ class _SqliteTransaction:
                 (source, control_id, sender),
             ).fetchone()
         return None if row is None else int(row[0])
+
+    # -- identity reconciliation: members and blocking keys (written at once, not held back) -------------
+
+    def identity_candidates(self, keys: list[str], limit: int = 500) -> list[tuple[str, str, str]]:
+        """(patient id, identity id, record) of the members sharing any blocking key, at most ``limit``."""
+        if not keys:
+            return []
+        marks = ",".join("?" * len(keys))
+        with _translated("identity_candidates"):
+            return self._connection().execute(
+                "SELECT m.patient_id, m.identity_id, m.record FROM identity_member m WHERE m.patient_id IN "
+                f"(SELECT DISTINCT patient_id FROM identity_block WHERE key IN ({marks})) LIMIT ?",
+                (*keys, limit)).fetchall()
+
+    def identity_members(self, identity_id: str) -> list[tuple[str, str]]:
+        """(patient id, record) of every member of an identity."""
+        with _translated("identity_members"):
+            return self._connection().execute(
+                "SELECT patient_id, record FROM identity_member WHERE identity_id = ? ORDER BY patient_id",
+                (identity_id,)).fetchall()
+
+    def identity_of(self, patient_id: str) -> tuple[str, str] | None:
+        """(identity id, record) of a source Patient, None if it has none yet."""
+        with _translated("identity_of"):
+            row = self._connection().execute(
+                "SELECT identity_id, record FROM identity_member WHERE patient_id = ?", (patient_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def set_identity_member(self, patient_id: str, identity_id: str, record: str, keys: list[str]) -> None:
+        """Put a source Patient in an identity, with the record it matches on and its blocking keys."""
+        conn = self._connection()
+        with _translated("set_identity_member"):
+            conn.execute("INSERT INTO identity_member (patient_id, identity_id, record) VALUES (?, ?, ?) "
+                         "ON CONFLICT (patient_id) DO UPDATE SET identity_id = excluded.identity_id, "
+                         "record = excluded.record", (patient_id, identity_id, record))
+            old = {k for (k,) in conn.execute("SELECT key FROM identity_block WHERE patient_id = ?", (patient_id,))}
+            new = set(keys)
+            if old - new:
+                conn.executemany("DELETE FROM identity_block WHERE key = ? AND patient_id = ?",
+                                 [(k, patient_id) for k in sorted(old - new)])
+            if new - old:
+                conn.executemany("INSERT INTO identity_block (key, patient_id) VALUES (?, ?)",
+                                 [(k, patient_id) for k in sorted(new - old)])
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -89,7 +89,24 @@ SEED: list[dict[str, Any]] = [
     {"resourceType": "Provenance", "id": "prov-1", "target": [_ref("Patient/pat-a"), _ref("Flag/flag-1")],
      "recorded": "2026-11-26T08:00:00+00:00",
      "agent": [{"who": {"display": "Carethread"}}]},
+    # GP Connect records (converted to R4)
+    {"resourceType": "Condition", "id": "cond-1", "subject": _ref("Patient/pat-a"),
+     "code": {"coding": [{"system": SNOMED, "code": "342191000000101"}]}, "onsetDateTime": "2025-01-02"},
+    {"resourceType": "Observation", "id": "obs-1", "status": "final", "subject": _ref("Patient/pat-c"),
+     "code": {"coding": [{"system": SNOMED, "code": "281399006"}]}, "effectiveDateTime": "2026-02-03"},
+    {"resourceType": "Immunization", "id": "imm-1", "status": "completed", "patient": _ref("Patient/pat-c"),
+     "vaccineCode": {"text": "synthetic vaccine"}, "occurrenceDateTime": "2026-02-03"},
+    {"resourceType": "List", "id": "list-1", "status": "current", "mode": "snapshot",
+     "subject": _ref("Patient/pat-a")},
+    {"resourceType": "Organization", "id": "org-1", "name": "Example Practice",
+     "identifier": [{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "Y12345"}]},
+    {"resourceType": "Practitioner", "id": "pr-1", "name": [{"family": "Example"}]},
+    {"resourceType": "PractitionerRole", "id": "role-1", "practitioner": _ref("Practitioner/pr-1"),
+     "organization": _ref("Organization/org-1")},
+    {"resourceType": "Location", "id": "loc-1", "name": "Example Surgery"},
 ]
 
 ONE_PER_TYPE = {"Patient": "pat-a", "RelatedPerson": "rp-1", "Encounter": "enc-1", "Appointment": "appt-1",
-                "Flag": "flag-1", "Provenance": "prov-1"}
+                "Flag": "flag-1", "Provenance": "prov-1", "Condition": "cond-1", "Observation": "obs-1",
+                "Immunization": "imm-1", "List": "list-1", "Organization": "org-1", "Practitioner": "pr-1",
+                "PractitionerRole": "role-1", "Location": "loc-1"}

@@ -33,7 +33,7 @@ async def test_statement_is_valid_r4(statement: dict) -> None:
 async def test_declared_resource_types_are_served(client: httpx.AsyncClient, statement: dict) -> None:
     declared = [r["type"] for r in statement["rest"][0]["resource"]]
     assert sorted(declared) == sorted(ONE_PER_TYPE)
-    assert (await client.get("/fhir/Observation")).status_code == 404
+    assert (await client.get("/fhir/Medication")).status_code == 404
 
 
 async def test_declared_interactions_work(client: httpx.AsyncClient, statement: dict) -> None:
@@ -87,7 +87,8 @@ async def test_documented_modifiers_are_accepted(client: httpx.AsyncClient, stat
             documented = re.search(r"Modifiers (.*)\.$", param["documentation"])
             modifiers = re.findall(r":([\w\[\]]+)", documented.group(1)) if documented else []
             for modifier in modifiers:
-                name = f"{param['name']}:{'Patient' if modifier == '[type]' else modifier}"
+                target = re.search(r"references a (\w+)", param["documentation"])
+                name = f"{param['name']}:{(target.group(1) if target else 'Patient') if modifier == '[type]' else modifier}"
                 value = {"missing": "true", "[type]": "x"}.get(modifier, SAMPLE_VALUES[param["type"]])
                 response = await client.get(f"/fhir/{resource['type']}", params={name: value})
                 assert response.status_code == 200, (resource["type"], name, response.text)

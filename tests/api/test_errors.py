@@ -32,9 +32,9 @@ def assert_outcome(response: httpx.Response, status: int, code: str, expression:
 
 
 @pytest.mark.parametrize(("path", "status", "code"), [
-    ("/fhir/Observation", 404, "not-supported"),
+    ("/fhir/Medication", 404, "not-supported"),
     (f"/fhir/{SECRET}", 404, "not-supported"),
-    ("/fhir/Observation/x", 404, "not-supported"),
+    ("/fhir/Medication/x", 404, "not-supported"),
     ("/fhir/Patient/nope", 404, "not-found"),
     ("/fhir/Patient/nope/_history", 404, "not-found"),
     ("/fhir/Patient/nope/_history/1", 404, "not-found"),
@@ -100,7 +100,7 @@ async def test_bad_post_search_bodies(client: httpx.AsyncClient) -> None:
     not_utf8 = await client.post("/fhir/Patient/_search", content=b"name=\xff\xfe",
                                  headers={"content-type": "application/x-www-form-urlencoded"})
     assert_outcome(not_utf8, 400, "invalid")
-    unknown_type = await client.post("/fhir/Observation/_search", data={})
+    unknown_type = await client.post("/fhir/Medication/_search", data={})
     assert_outcome(unknown_type, 404, "not-supported")
 
 

@@ -90,7 +90,7 @@ async def test_a_custom_validator_sees_every_write(fresh_store: SqliteStore) -> 
     ("/fhir/Flag", b"[1, 2]", 400, "structure"),
     ("/fhir/Flag", json.dumps({**FLAG, "resourceType": "Patient"}).encode(), 400, "invalid"),
     ("/fhir/Flag/abc", json.dumps({**FLAG, "id": "other"}).encode(), 400, "invalid"),
-    ("/fhir/Observation", b"{}", 404, "not-supported"),
+    ("/fhir/Medication", b"{}", 404, "not-supported"),
     ("/fhir/Flag/bad id!", b"{}", 400, "invalid"),
 ])
 async def test_bad_requests(fresh_client: httpx.AsyncClient, path: str, body: bytes, status: int, code: str) -> None:

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapter.errors import StoreError
+import adapter.store.sqlite as sqlite_module
 from adapter.store.sqlite import SqliteStore
 
 from .resources import flag, patient
@@ -262,11 +263,41 @@ def test_reopening_keeps_everything(db_path: Path) -> None:
 def test_schema_version_is_recorded_and_a_newer_schema_refused(db_path: Path) -> None:
     SqliteStore(db_path).close()
     with closing(sqlite3.connect(db_path)) as conn, conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="newer"):
         SqliteStore(db_path)
+
+
+def test_a_version_1_database_is_migrated_in_place(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        for statement in sqlite_module._SCHEMA[0]:
+            conn.execute(statement)
+    with SqliteStore(db_path) as store, store.transaction() as tx:
+        tx.set_identity_member("p1", "i1", "{}", ["nhs:9990001006"])
+        assert tx.identity_candidates(["nhs:9990001006"]) == [("p1", "i1", "{}")]
+
+
+def test_identity_members_and_blocking_keys(db_path: Path) -> None:
+    with SqliteStore(db_path) as store:
+        with store.transaction() as tx:
+            tx.set_identity_member("p1", "i1", "r1", ["a", "b"])
+            tx.set_identity_member("p2", "i1", "r2", ["b", "c"])
+            tx.set_identity_member("p3", "i2", "r3", ["d"])
+            assert sorted(tx.identity_candidates(["b", "d"])) == [("p1", "i1", "r1"), ("p2", "i1", "r2"),
+                                                                  ("p3", "i2", "r3")]
+            tx.set_identity_member("p1", "i2", "r1b", ["d"])  # moved, keys replaced
+            assert tx.identity_candidates(["a"]) == []
+            assert tx.identity_members("i2") == [("p1", "r1b"), ("p3", "r3")]
+            assert tx.identity_of("p2") == ("i1", "r2") and tx.identity_of("nope") is None
+            with pytest.raises(RuntimeError), tx.savepoint():
+                tx.set_identity_member("p9", "i9", "r9", ["d"])
+                raise RuntimeError
+            assert tx.identity_of("p9") is None
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
