@@ -232,6 +232,8 @@ def _compile(rtype: str, name: str, raw_value: str) -> Criterion | None:
     if param.name == "_id":
         ids = [_unescape(v) for v in values]
         return Criterion(f"r.id IN ({_marks(ids)})", tuple(ids))
+    if param.identity is not None:
+        return _identity_criterion(rtype, param, values, name)
 
     # a chain (patient.identifier) matches on the target type's parameter, then follows the reference back
     target_type = param.targets[0] if chain else rtype
@@ -251,6 +253,32 @@ def _compile(rtype: str, name: str, raw_value: str) -> Criterion | None:
     return Criterion(f"r.id {op} ({subquery})", tuple(args))
 
 
+# every Patient of the identity of a given Patient id (a master's id is its identity id): the members, the
+# master, and the given id itself (a Patient not yet reconciled is its own identity)
+_IDENTITY_SET = (
+    "SELECT patient_id FROM identity_member WHERE identity_id = "
+    "coalesce((SELECT identity_id FROM identity_member WHERE patient_id = ?), ?) "
+    "UNION SELECT coalesce((SELECT identity_id FROM identity_member WHERE patient_id = ?), ?) UNION SELECT ?"
+)
+
+
+def _identity_criterion(rtype: str, param: SearchParam, values: list[str], name: str) -> Criterion:
+    sets, args = [], []
+    for value in values:
+        parsed = parse_reference(_unescape(value))
+        if parsed is None or parsed[0] not in (None, "Patient"):
+            raise SearchParamError("invalid", name, "'{param}' takes a Patient reference")
+        pid = parsed[1]
+        sets.append(_IDENTITY_SET)
+        args += [pid] * 5
+    patients = " UNION ".join(sets)
+    if param.identity == "_id":
+        return Criterion(f"r.id IN ({patients})", tuple(args))
+    referencing, referencing_args = _rows_of(rtype, SEARCH_PARAMS[rtype][param.identity])
+    return Criterion(f"r.id IN ({referencing} AND system = 'Patient' AND value IN ({patients}))",
+                     (*referencing_args, *args))
+
+
 def _parse_paging(name: str, value: str) -> int:
     if not (value.isascii() and value.isdigit()) or len(value) > 9:  # no sign: negatives are invalid
         raise SearchParamError("invalid", name, "'{param}' must be a non-negative integer below 10^9")
@@ -264,7 +292,7 @@ def _parse_include(rtype: str, value: str) -> Include:
     bad_target = bool(target_type) and param is not None and (
         not _TYPE_NAME.fullmatch(target_type) or bool(param.targets and target_type not in param.targets)
     )
-    if param is None or param.type != "reference" or bad_target:
+    if param is None or param.type != "reference" or param.identity is not None or bad_target:
         raise SearchParamError("not-supported", "_include", f"This _include is not supported for {rtype}")
     return Include(param, target_type or None)
 
@@ -292,7 +320,7 @@ def parse_search(
                 include = _parse_include(resource_type, value)
                 if include not in includes:
                     includes.append(include)
-            elif name.startswith("_") and name.partition(":")[0] != "_id":
+            elif name.startswith("_") and name.partition(":")[0].partition(".")[0] not in SEARCH_PARAMS[resource_type]:
                 raise SearchParamError("not-supported", name, "Parameter '{param}' is not supported")
             else:
                 criterion = _compile(resource_type, name, value)

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 __all__ = [
+    "IDENTITY_PARAM_URL",
     "DATE_PREFIXES",
     "MODIFIERS",
     "SEARCH_PARAMS",
@@ -60,6 +61,7 @@ class SearchParam:
     targets: tuple[str, ...] = ()  # reference: the resource types it matches; () = any
     chains: tuple[str, ...] = ()  # reference: parameters of the (single) target type allowed after '.'
     also: tuple[str, ...] = ()  # parameters of the same type whose index rows this one matches too
+    identity: str | None = None  # a whole-identity search over this (patient) parameter's rows
 
     @property
     def row_names(self) -> tuple[str, ...]:
@@ -87,6 +89,8 @@ _VALUE_FORMS: dict[ParamType, str] = {
 
 def describe(param: SearchParam) -> str:
     """The parameter's documentation (CapabilityStatement), derived from the same facts the code uses."""
+    if param.identity is not None:
+        return f"{param.element}: Patient/id or id. Custom ({IDENTITY_PARAM_URL}). No modifiers."
     if param.name == "_id":
         return f"{param.element}; comma-separated ids are OR'ed. No modifiers."
     targets = f" when it references a {' or '.join(param.targets)}" if param.targets else " (any target type)"
@@ -103,9 +107,26 @@ def _patient(element: str, *, path: str | None = None, also: str | None = None) 
                        chains=("identifier",), also=(also,) if also else ())
 
 
+IDENTITY_PARAM_URL = "https://fhir.carethread.org/SearchParameter/identity"
+
+
+def _identity(over: str, rtype: str) -> SearchParam:
+    """``identity``: given a master Patient or any source Patient, whatever belongs to any Patient record of
+    that human (the master and every source record linked to it): Carethread's custom parameter."""
+    element = "Patient (itself)" if over == "_id" else f"{rtype}.{over}"
+    return SearchParam("identity", "reference", (), f"Any Patient of the same reconciled identity as the given "
+                       f"one, matched on {element}", targets=("Patient",), identity=over)
+
+
 def _table(rtype: str, *params: SearchParam) -> dict[str, SearchParam]:
-    common = (SearchParam("_id", "token", (), f"Logical id of the {rtype}"),)
-    return {p.name: p for p in common + params}
+    common = (SearchParam("_id", "token", (), f"Logical id of the {rtype}"),
+              SearchParam("_tag", "token", ("meta.tag",), f"Tags of the {rtype} (meta.tag)"))
+    table = {p.name: p for p in common + params}
+    if "patient" in table:
+        table["identity"] = _identity("patient", rtype)
+    elif rtype == "Patient":
+        table["identity"] = _identity("_id", rtype)
+    return table
 
 
 SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = {
@@ -118,6 +139,8 @@ SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = {
         SearchParam("given", "string", ("name.given",), "Patient.name.given"),
         SearchParam("birthdate", "date", ("birthDate",), "Patient.birthDate"),
         SearchParam("gender", "token", ("gender",), "Patient.gender"),
+        SearchParam("link", "reference", ("link.other",), "Patient.link.other: a master finds its source "
+                    "records, a source record its master", targets=("Patient",)),
     ),
     "RelatedPerson": _table(
         "RelatedPerson",
@@ -230,7 +253,7 @@ _check_table()
 def search_includes(resource_type: str) -> list[str]:
     """The ``_include`` values a type supports: every reference parameter, as ``Type:param``."""
     params = SEARCH_PARAMS[resource_type].values()
-    return [f"{resource_type}:{p.name}" for p in params if p.type == "reference"]
+    return [f"{resource_type}:{p.name}" for p in params if p.type == "reference" and p.identity is None]
 
 
 # --- values -------------------------------------------------------------------------------------------------

@@ -76,13 +76,20 @@ SAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
+TAG = {"system": "https://fhir.carethread.org/CodeSystem/record-type", "code": "master"}
+
+
 def test_every_declared_parameter_finds_rows_in_its_sample() -> None:
     for rtype, params in SEARCH_PARAMS.items():
-        rows = index_rows(SAMPLES[rtype])
+        sample = {**SAMPLES[rtype], "meta": {**SAMPLES[rtype].get("meta", {}), "tag": [TAG]}}
+        if rtype == "Patient":
+            sample["link"] = [{"other": {"reference": "Patient/master-1"}, "type": "refer"}]
+        rows = index_rows(sample)
         assert {row[0] for row in rows} == {name for name, p in params.items() if p.paths}, rtype
         for param in params.values():
-            matched = param_rows(SAMPLES[rtype], param)
-            assert bool(matched) == (param.name != "_id"), (rtype, param.name)
+            matched = param_rows(sample, param)
+            # _id and identity match on the resource's id / the identity tables, not index rows
+            assert bool(matched) == (param.name not in ("_id", "identity")), (rtype, param.name)
             assert {row[0] for row in matched} <= set(param.row_names)
 
 
@@ -119,7 +126,7 @@ def test_includes_are_the_reference_parameters() -> None:
     assert search_includes("Flag") == ["Flag:patient", "Flag:subject"]
     assert search_includes("Appointment") == ["Appointment:patient", "Appointment:actor"]
     assert search_includes("Provenance") == ["Provenance:target"]
-    assert search_includes("Patient") == []
+    assert search_includes("Patient") == ["Patient:link"]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
