@@ -176,6 +176,24 @@ SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = {
         "Provenance",
         SearchParam("target", "reference", ("target",), "Provenance.target"),
     ),
+    # notifications (adapter.notify) and who receives them
+    "Communication": _table(
+        "Communication",
+        _patient("Communication.subject", also="subject"),
+        SearchParam("subject", "reference", ("subject",), "Communication.subject"),
+        SearchParam("recipient", "reference", ("recipient",), "Communication.recipient"),
+        SearchParam("reason-code", "token", ("reasonCode",), "Communication.reasonCode.coding"),
+        SearchParam("sent", "date", ("sent",), "Communication.sent"),
+        SearchParam("status", "token", ("status",), "Communication.status"),
+        SearchParam("priority", "token", ("priority",), "Communication.priority"),
+    ),
+    "Subscription": _table(
+        "Subscription",
+        SearchParam("status", "token", ("status",), "Subscription.status"),
+        SearchParam("type", "token", ("channel.type",), "Subscription.channel.type"),
+        SearchParam("url", "token", ("channel.endpoint",), "Subscription.channel.endpoint"),
+        SearchParam("criteria", "string", ("criteria",), "Subscription.criteria"),
+    ),
     # GP Connect records kept as they came (converted to R4): the evidence behind flags and no-shows
     "Condition": _table(
         "Condition",

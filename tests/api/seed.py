@@ -104,9 +104,15 @@ SEED: list[dict[str, Any]] = [
     {"resourceType": "PractitionerRole", "id": "role-1", "practitioner": _ref("Practitioner/pr-1"),
      "organization": _ref("Organization/org-1")},
     {"resourceType": "Location", "id": "loc-1", "name": "Example Surgery"},
+    {"resourceType": "Communication", "id": "com-1", "status": "completed", "subject": _ref("Patient/pat-a"),
+     "recipient": [_ref("Organization/org-1")], "sent": "2026-11-26T08:00:00Z"},
+    {"resourceType": "Subscription", "id": "sub-1", "status": "active", "reason": "synthetic",
+     "criteria": "Communication?recipient=Organization/org-1",
+     "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook", "payload": "application/fhir+json"}},
 ]
 
 ONE_PER_TYPE = {"Patient": "pat-a", "RelatedPerson": "rp-1", "Encounter": "enc-1", "Appointment": "appt-1",
                 "Flag": "flag-1", "Provenance": "prov-1", "Condition": "cond-1", "Observation": "obs-1",
                 "Immunization": "imm-1", "List": "list-1", "Organization": "org-1", "Practitioner": "pr-1",
-                "PractitionerRole": "role-1", "Location": "loc-1"}
+                "PractitionerRole": "role-1", "Location": "loc-1", "Communication": "com-1",
+                "Subscription": "sub-1"}

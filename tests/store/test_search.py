@@ -71,6 +71,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "PractitionerRole": {"resourceType": "PractitionerRole", "id": "role-1", "identifier": [{"value": "R1"}],
                          "practitioner": {"reference": "Practitioner/pr-1"},
                          "organization": {"reference": "Organization/org-1"}},
+    "Communication": {"resourceType": "Communication", "id": "com-1", "status": "completed", "subject": PATIENT_REF,
+                      "recipient": [{"reference": "Organization/org-1"}], "sent": "2026-11-26T08:00:00Z",
+                      "priority": "urgent", "reasonCode": [{"coding": [{"system": "https://fhir.carethread.org/CodeSystem/safeguarding-rule", "code": "was-not-brought-pattern"}]}]},
+    "Subscription": {"resourceType": "Subscription", "id": "sub-1", "status": "active", "reason": "x",
+                     "criteria": "Communication?recipient=Organization/org-1",
+                     "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook",
+                                 "payload": "application/fhir+json"}},
     "Location": {"resourceType": "Location", "id": "loc-1", "name": "Example Surgery",
                  "identifier": [{"value": "L1"}]},
 }
