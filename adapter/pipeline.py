@@ -24,6 +24,7 @@ from adapter.fhir import validate_r4
 from adapter.inbound.ack import build_ack
 from adapter.inbound.er7 import Er7Message
 from adapter.inbound.export import ExportFile, Row, read_rows
+from adapter.inbound.gpconnect import read_bundle
 from adapter.inbound.hl7v2 import Header, read_message, sniff_header
 from adapter.mapping import MappingContext, MappingSet, load_mappings, map_message, map_record
 from adapter.records import Issue, Outcome, issue_from_error
@@ -313,8 +314,6 @@ class Pipeline:
             if error is not None:
                 tx.set_status(archive_id, status, error_code=error.code, error_location=error.location)
             return archive_id
-
-        from adapter.inbound.gpconnect import read_bundle  # TODO top-level once it lands
 
         ctx = self._context(tx, GP, control_id)
         try:

@@ -26,7 +26,7 @@ from adapter.mapping.runtime import Frame, Scope
 from adapter.records import Issue
 
 __all__ = ["MappingContext", "MappedMessage", "MappingTrace", "map_message", "map_record", "apply_stu3_diff",
-           "default_mappings"]
+           "stu3_diff_files", "default_mappings"]
 
 # Fields the inbound stage reads before any mapping runs (delimiters, routing, processing id, version).
 _INBOUND_FIELDS = frozenset({("MSH", 1), ("MSH", 2), ("MSH", 9), ("MSH", 10), ("MSH", 11), ("MSH", 12)})
@@ -334,19 +334,349 @@ def map_record(mset: MappingSet, feed: str, record: dict[str, Any], ctx: Mapping
     return MappedMessage(run.produced(), source_time, ctx.warnings, MappingTrace(tuple(run.files), mset, record))
 
 
-def apply_stu3_diff(mset: MappingSet, resource: dict[str, Any]) -> dict[str, Any]:
-    """An STU3 resource -> its R4 shape by ``stu3/<Resource>.yaml`` (rename, wrap in a list, drop);
-    a resource type without a diff file is returned unchanged (a copy)."""
-    diff = mset.stu3.get(str(resource.get("resourceType")))
-    out = dict(resource)
-    if diff is None:
-        return out
-    for element in diff.drop:
-        out.pop(element, None)
-    for old, new in diff.rename.items():
-        if old in out:
-            out[new] = out.pop(old)
-    for element in diff.wrap:
-        if element in out and not isinstance(out[element], list):
-            out[element] = [out[element]]
+def apply_stu3_diff(mset: MappingSet, resource: dict[str, Any], *,
+                    references: Callable[[str], str] | None = None,
+                    warnings: list[Issue] | None = None, location: str | None = None) -> dict[str, Any]:
+    """An STU3 resource -> its R4 shape by ``stu3/<Resource>.yaml`` (and ``stu3/_common.yaml``, ``resource:
+    "*"``); see Stu3DiffFile for the rules and their order.  A type without a diff file is returned as a
+    copy.  The input is never changed.  Contained resources get their own type's diff.
+
+    ``references``: rewrites every ``Reference.reference`` (and nothing else), in the same pass.
+    ``warnings``: where data R4 cannot hold is reported (``location`` prefixes the element path)."""
+    plan = _stu3_plan(mset, str(resource.get("resourceType")))
+    if plan is None and references is None:
+        copied: dict[str, Any] = _json_copy(resource)
+        return copied
+    if plan is None:
+        plan = _EMPTY_PLAN
+    out: dict[str, Any] = _deep_copy(resource, plan, references)
+    contained = resource.get("contained")
+    if type(contained) is list:
+        out["contained"] = [apply_stu3_diff(mset, c, references=references, warnings=warnings,
+                                            location=f"{location or resource.get('resourceType')}.contained[{i}]")
+                            if type(c) is dict else c for i, c in enumerate(contained)]
+    if plan.structural:
+        _apply_plan(plan, out, warnings, location or str(resource.get("resourceType")))
     return out
+
+
+def stu3_diff_files(mset: MappingSet, resource_type: str) -> tuple[str, ...]:
+    """The stu3/ files that apply to a resource type (for the trace): _common first, then its own."""
+    plan = _stu3_plan(mset, resource_type)
+    return plan.files if plan is not None else ()
+
+
+@dataclass(frozen=True)
+class _Stu3Plan:
+    """One resource type's diff (+ the common one), ready to apply."""
+
+    files: tuple[str, ...]
+    systems: dict[str, str]
+    prefixes: tuple[tuple[str, str], ...]
+    ext_urls: dict[str, tuple[str, str | None]]  # stu3 url -> (r4 url, code_to_concept system)
+    drop_ext: frozenset[str]
+    ext_to_element: dict[str, list[str]]
+    drop: list[list[str]]
+    values: list[tuple[list[str], dict[str, str | None]]]
+    when_true: list[tuple[list[str], list[tuple[list[str], Any]]]]
+    code_to_concept: list[tuple[list[str], str]]
+    text_to_concept: list[list[str]]
+    to_annotation: list[list[str]]
+    split: list[tuple[list[str], Any]]
+    rename: list[tuple[list[str], list[str]]]  # deepest first
+    wrap: list[list[str]]
+    unwrap: list[list[str]]
+    defaults: list[tuple[list[str], Any]]
+    structural: bool  # anything beyond the deep pass
+
+
+_EMPTY_PLAN = _Stu3Plan((), {}, (), {}, frozenset(), {}, [], [], [], [], [], [], [], [], [], [], [], False)
+_plans: dict[tuple[int, str], tuple[MappingSet, _Stu3Plan | None]] = {}
+
+
+def _stu3_plan(mset: MappingSet, rtype: str) -> _Stu3Plan | None:
+    cached = _plans.get((id(mset), rtype))
+    if cached is not None and cached[0] is mset:
+        return cached[1]
+    own, common = mset.stu3.get(rtype), mset.stu3.get("*")
+    plan = None if own is None and common is None else _compile_stu3(mset, own, common)
+    if len(_plans) > 512:
+        _plans.clear()
+    _plans[(id(mset), rtype)] = (mset, plan)
+    return plan
+
+
+def _compile_stu3(mset: MappingSet, own: Any, common: Any) -> _Stu3Plan:
+    diffs = [d for d in (common, own) if d is not None]
+    names = {id(f.model): name for name, f in mset.files.items() if f.kind == "stu3"}
+    systems: dict[str, str] = {}
+    prefixes: dict[str, str] = {}
+    ext_urls: dict[str, tuple[str, str | None]] = {}
+    drop_ext: set[str] = set()
+    for d in diffs:  # the type's own file wins over _common
+        systems.update({str(k).strip(): str(v) for k, v in d.code_systems.items()})
+        prefixes.update({str(k): str(v) for k, v in d.code_system_prefixes.items()})
+        for k, v in d.extension_urls.items():
+            ext_urls[str(k)] = (str(v), None) if isinstance(v, str) else (str(v.url), v.code_to_concept)
+        drop_ext |= {str(u) for u in d.drop_extensions}
+
+    def split(path: str) -> list[str]:
+        return [str(p) for p in str(path).split(".")]
+
+    o = own
+    if o is None:
+        return _Stu3Plan(tuple(names[id(d)] for d in diffs), systems, tuple(prefixes.items()), ext_urls,
+                         frozenset(drop_ext), {}, [], [], [], [], [], [], [], [], [], [], [], False)
+    rename = sorted(((split(k), split(v)) for k, v in o.rename.items()), key=lambda kv: -len(kv[0]))
+    plan = _Stu3Plan(
+        files=tuple(names[id(d)] for d in diffs),
+        systems=systems, prefixes=tuple(prefixes.items()), ext_urls=ext_urls, drop_ext=frozenset(drop_ext),
+        ext_to_element={str(k): split(v) for k, v in o.extension_to_element.items()},
+        drop=[split(p) for p in o.drop],
+        values=[(split(k), {str(c): (None if t is None else str(t)) for c, t in v.items()}) for k, v in o.values.items()],
+        when_true=[(split(k), [(split(e), _plain(val)) for e, val in v.items()]) for k, v in o.when_true.items()],
+        code_to_concept=[(split(k), str(v)) for k, v in o.code_to_concept.items()],
+        text_to_concept=[split(p) for p in o.text_to_concept],
+        to_annotation=[split(p) for p in o.to_annotation],
+        split=[(split(k), v) for k, v in o.split.items()],
+        rename=rename,
+        wrap=[split(p) for p in o.wrap],
+        unwrap=[split(p) for p in o.unwrap],
+        defaults=[(split(k), _plain(v)) for k, v in o.defaults.items()],
+        structural=True,
+    )
+    return plan
+
+
+def _plain(value: Any) -> Any:
+    """A constant from YAML (line-numbered dict / list / str subclasses) -> plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _json_copy(value: Any) -> Any:
+    t = type(value)
+    if t is dict:
+        return {k: _json_copy(v) for k, v in value.items()}
+    if t is list:
+        return [_json_copy(v) for v in value]
+    return value
+
+
+def _deep_copy(value: Any, plan: _Stu3Plan, references: Callable[[str], str] | None) -> Any:
+    """A copy of a JSON value with code systems, extension urls and references rewritten (one pass).
+    ``contained`` is left out: its items get their own type's diff."""
+    systems, prefixes, ext_urls, drop_ext = plan.systems, plan.prefixes, plan.ext_urls, plan.drop_ext
+
+    def walk(node: Any) -> Any:
+        t = type(node)
+        if t is list:
+            return [walk(v) for v in node]
+        if t is not dict:
+            return node
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            tv = type(v)
+            if tv is str:
+                if k == "system":
+                    key = v.strip()
+                    mapped = systems.get(key)
+                    if mapped is None:
+                        for old, new in prefixes:
+                            if key.startswith(old):
+                                mapped = new + key[len(old):]
+                                break
+                    out[k] = mapped if mapped is not None else v
+                elif k == "reference" and references is not None:
+                    out[k] = references(v)
+                else:
+                    out[k] = v
+            elif tv is list:
+                if k in ("extension", "modifierExtension"):
+                    items = []
+                    for item in v:
+                        if type(item) is dict:
+                            url = item.get("url")
+                            if url in drop_ext:
+                                continue
+                            item = walk(item)
+                            rule = ext_urls.get(url) if type(url) is str else None
+                            if rule is not None:
+                                item["url"] = rule[0]
+                                if rule[1] is not None and type(item.get("valueCode")) is str:
+                                    item["valueCodeableConcept"] = {
+                                        "coding": [{"system": rule[1], "code": item.pop("valueCode")}]}
+                        items.append(item)
+                    if items:
+                        out[k] = items
+                elif k != "contained":
+                    out[k] = [walk(x) for x in v]
+            elif tv is dict:
+                out[k] = walk(v)
+            else:
+                out[k] = v
+        return out
+
+    return walk(value)
+
+
+def _parents(node: dict[str, Any], parts: list[str]) -> list[dict[str, Any]]:
+    """The objects holding the last element of a dotted path (lists crossed)."""
+    current = [node]
+    for name in parts[:-1]:
+        found: list[dict[str, Any]] = []
+        for c in current:
+            v = c.get(name)
+            if type(v) is dict:
+                found.append(v)
+            elif type(v) is list:
+                found += [x for x in v if type(x) is dict]
+        if not found:
+            return []
+        current = found
+    return current
+
+
+def _prune(node: dict[str, Any], key: str) -> None:
+    """Remove objects and lists left empty under ``node[key]`` (after an element was moved out)."""
+    def empty(v: Any) -> bool:
+        if type(v) is dict:
+            for k in [k for k, x in v.items() if empty(x)]:
+                del v[k]
+            return not v
+        if type(v) is list:
+            v[:] = [x for x in v if not empty(x)]
+            return not v
+        return False
+
+    if key in node and empty(node[key]):
+        del node[key]
+
+
+def _put(node: dict[str, Any], parts: list[str], value: Any) -> None:
+    for name in parts[:-1]:
+        nxt = node.setdefault(name, {})
+        if type(nxt) is not dict:
+            raise ValueError(f"cannot move into {'.'.join(parts)}: {name} is not a single object")
+        node = nxt
+    last = parts[-1]
+    if last in node and type(node[last]) is list and type(value) is list:
+        node[last] = node[last] + value
+    else:
+        node[last] = value
+
+
+def _apply_plan(plan: _Stu3Plan, out: dict[str, Any], warnings: list[Issue] | None, where: str) -> None:
+    def warn(code: str, path: list[str], message: str) -> None:
+        if warnings is not None:
+            warnings.append(Issue(code, f"{where}.{'.'.join(path)}", message, "W"))  # type: ignore[arg-type]
+
+    if plan.ext_to_element and type(out.get("extension")) is list:
+        kept = []
+        for item in out["extension"]:
+            target = plan.ext_to_element.get(str(item.get("url"))) if type(item) is dict else None
+            if target is None:
+                kept.append(item)
+                continue
+            value = next((v for k, v in item.items() if k.startswith("value")), None)
+            if value is not None:
+                _put(out, target, value)
+        if kept:
+            out["extension"] = kept
+        else:
+            del out["extension"]
+    for path in plan.drop:
+        for parent in _parents(out, path):
+            parent.pop(path[-1], None)
+        if len(path) > 1:
+            _prune(out, path[0])
+    for path, table in plan.values:
+        for parent in _parents(out, path):
+            v = parent.get(path[-1])
+            if type(v) is str and v in table:
+                if table[v] is None:
+                    del parent[path[-1]]
+                else:
+                    parent[path[-1]] = table[v]
+            elif type(v) is list:
+                parent[path[-1]] = [table.get(x, x) if type(x) is str else x for x in v
+                                    if not (type(x) is str and x in table and table[x] is None)]
+    for path, sets in plan.when_true:
+        for parent in _parents(out, path):
+            if parent.pop(path[-1], None) is True:
+                for element, value in sets:
+                    _put(parent, element, value)
+    for path, system in plan.code_to_concept:
+        for parent in _parents(out, path):
+            v = parent.get(path[-1])
+            if type(v) is str:
+                parent[path[-1]] = {"coding": [{"system": system, "code": v}]}
+    for paths in (plan.text_to_concept, plan.to_annotation):
+        for path in paths:
+            for parent in _parents(out, path):
+                v = parent.get(path[-1])
+                if type(v) is str:
+                    parent[path[-1]] = {"text": v}
+    for path, rule in plan.split:
+        for parent in _parents(out, path):
+            items = parent.pop(path[-1], None)
+            for item in items if type(items) is list else [items] if items is not None else []:
+                code = _first(item, str(rule.by).split("."))
+                target = rule.into.get(code) if type(code) is str else None
+                value = _first(item, str(rule.value).split("."))
+                if target is None or value is None:
+                    warn("unmapped-code", path, f"an item of {path[-1]} has no R4 element: not kept")
+                    continue
+                parent.setdefault(str(target), []).append(value)
+    for old, new in plan.rename:
+        if old[:-1] == new[:-1]:
+            for parent in _parents(out, old):
+                if old[-1] in parent:
+                    value = parent.pop(old[-1])
+                    existing = parent.get(new[-1])
+                    parent[new[-1]] = existing + value if type(existing) is list and type(value) is list else value
+        else:
+            moved = []
+            for parent in _parents(out, old):
+                if old[-1] in parent:
+                    moved.append(parent.pop(old[-1]))
+            if moved:
+                if len(old) > 1:
+                    _prune(out, old[0])
+                value = moved[0] if len(moved) == 1 else [x for m in moved for x in (m if type(m) is list else [m])]
+                _put(out, new, value)
+    for path in plan.wrap:
+        for parent in _parents(out, path):
+            v = parent.get(path[-1])
+            if v is not None and type(v) is not list:
+                parent[path[-1]] = [v]
+    for path in plan.unwrap:
+        for parent in _parents(out, path):
+            v = parent.get(path[-1])
+            if type(v) is list:
+                if len(v) > 1:
+                    warn("invalid-resource", path, f"R4 keeps one {path[-1]}: the first of {len(v)} kept")
+                if v:
+                    parent[path[-1]] = v[0]
+                else:
+                    del parent[path[-1]]
+    for path, value in plan.defaults:
+        parents = _parents(out, path)
+        for parent in parents:
+            if path[-1] not in parent:
+                parent[path[-1]] = _json_copy(value)
+
+
+def _first(item: Any, path: list[str]) -> Any:
+    for name in path:
+        if type(item) is list:
+            item = item[0] if item else None
+        if type(item) is not dict:
+            return None
+        item = item.get(name)
+    return item

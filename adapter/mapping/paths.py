@@ -9,6 +9,7 @@
     $var  $var.code  $id                     a variable of this file (or a param); $id: the resource's id
     @patient  @patient.birthDate             the id (or a top-level element) of another entry's resource
     ctx:source  ctx:now                      the feed name; the time of mapping (UTC)
+    ctx:control_id                           the record's control id (MSH-10; a tabular row's hash)
     scope:line  scope:location               the scope segment's line; the item's location (PID-3[2])
 
 A reader returns a value or None (absent).  Text is trimmed; empty text is absent.
@@ -35,7 +36,7 @@ _HL7 = re.compile(r"^([A-Z][A-Z0-9]{2})(?:-(\d+)(?:\[(\d+)\])?(?:\.(\d+))?(?:\.(
 _REL = re.compile(r"^\.(?:(\d+)(?:\.(\d+))?)?$")
 _VAR = re.compile(r"^\$([a-z][a-z0-9_]*)(?:\.([A-Za-z][A-Za-z0-9_]*))?$")
 _RES = re.compile(r"^@([a-z][a-z0-9_]*)(?:\.([A-Za-z][A-Za-z0-9_]*))?$")
-_CTX = {"ctx:source", "ctx:now"}
+_CTX = {"ctx:source", "ctx:now", "ctx:control_id"}
 _SCOPE = {"scope:line", "scope:location"}
 _COLUMN = re.compile(r"^column:(\S.*)$")
 _POINTER = re.compile(r"^\.?(/([^/]*))+$")
@@ -102,7 +103,7 @@ def static_location(ref: PathRef) -> str | None:
     if ref.kind == "hl7" and ref.field:
         return ref.text
     if ref.kind == "column":
-        return f"column {ref.name}"
+        return f"column:{ref.name}"
     if ref.kind == "pointer" and not ref.relative:
         return ref.text
     return None
@@ -223,6 +224,8 @@ def _reader(ref: PathRef) -> Reader:  # noqa: C901 - one small closure per path 
     if ref.kind == "ctx":
         if ref.name == "source":
             return lambda s: s.run.source
+        if ref.name == "control_id":
+            return lambda s: s.run.ctx.control_id or None
         return lambda s: s.run.now()
     if ref.kind == "scope":
         if ref.name == "line":

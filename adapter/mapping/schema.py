@@ -34,7 +34,8 @@ from adapter.errors import ConfigError, ErrorCode
 __all__ = [
     "CodeEntry", "CodeTableFile", "When", "Spec", "FromSpec", "EachSpec", "ConstSpec", "ObjectSpec", "ItemsSpec",
     "JoinSpec", "RefSpec", "IdOfSpec", "ReferencesSpec", "FailSpec", "TransformRef", "ObjectFile", "ResourceFile",
-    "IdKey", "Entry", "Merge", "Place", "Group", "MessageFile", "FeedFile", "Stu3DiffFile", "SPEC_KEYWORDS",
+    "IdKey", "Entry", "Merge", "Place", "Group", "MessageFile", "FeedFile", "Stu3DiffFile", "Stu3Split",
+    "Stu3ExtensionUrl", "SPEC_KEYWORDS",
     "SourceFile",
 ]
 
@@ -334,13 +335,67 @@ class FeedFile(Node):
     resources: list[Entry] = []
 
 
-class Stu3DiffFile(Node):
-    """stu3/<Resource>.yaml: only what differs between STU3 and R4 for one resource type."""
+_ELEMENT_PATH = r"^[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)*$"  # dotted: explanation.reason, lists crossed
+ElementPath = Annotated[str, Field(pattern=_ELEMENT_PATH)]
 
-    resource: str = Field(pattern=r"^[A-Z][A-Za-z]+$")
-    rename: dict[str, str] = {}  # STU3 element -> R4 element
-    wrap: list[str] = []  # a single value that became a list in R4
-    drop: list[str] = []  # elements R4 no longer has
+
+class Stu3Split(Node):
+    """A list whose items went to different R4 elements by a code in each item (Observation.related)."""
+
+    by: ElementPath  # the element of each item that decides (Observation.related.type)
+    value: ElementPath  # the element of each item that is kept (Observation.related.target)
+    into: dict[str, ElementPath]  # code -> R4 element (a list, next to the STU3 one); other codes: not kept
+
+
+class Stu3ExtensionUrl(Node):
+    """An extension whose R4 definition also changed its value: new url, and the value converted."""
+
+    url: str
+    code_to_concept: str | None = None  # valueCode -> valueCodeableConcept with this system
+
+
+class Stu3DiffFile(Node):
+    """stu3/<Resource>.yaml: only what differs between STU3 and R4 for one resource type; ``resource: "*"``
+    (``stu3/_common.yaml``): code systems and extension urls that changed for every type.
+
+    Paths are dotted element names from the resource (lists are crossed: every item).  Applied in this
+    order, each on the result of the one before; all but ``wrap``, ``unwrap`` and ``defaults`` name STU3
+    elements:  deep (code_systems, code_system_prefixes, extension_urls, drop_extensions, everywhere),
+    extension_to_element, drop, values, when_true, code_to_concept, text_to_concept, to_annotation, split,
+    rename (deepest first), wrap, unwrap, defaults."""
+
+    resource: str = Field(pattern=r"^(\*|[A-Z][A-Za-z]+)$")
+    profile: str | None = None  # meta.profile of the converted resource
+    key: list[ElementPath] = []  # business key of a resource sent without an id (List): its values joined
+    extension_to_element: dict[str, ElementPath] = {}  # extension url -> the R4 element its value[x] became
+    drop: list[ElementPath] = []  # elements R4 no longer has
+    values: dict[ElementPath, dict[Union[str, int], Union[str, None]]] = {}  # codes that changed; null: drop
+    when_true: dict[ElementPath, dict[ElementPath, Scalar]] = {}  # a boolean that became a code: set these
+    code_to_concept: dict[ElementPath, str] = {}  # a code that became a CodeableConcept of this system
+    text_to_concept: list[ElementPath] = []  # a string that became a CodeableConcept: {text}
+    to_annotation: list[ElementPath] = []  # a string that became an Annotation: {text}
+    split: dict[ElementPath, Stu3Split] = {}
+    rename: dict[ElementPath, ElementPath] = {}  # STU3 element -> R4 element (same parent: in place; else moved)
+    wrap: list[ElementPath] = []  # a single value that became a list in R4
+    unwrap: list[ElementPath] = []  # a list that became a single value in R4 (the first kept, a warning)
+    defaults: dict[ElementPath, Any] = {}  # an element R4 made required that the source never sends
+    code_systems: dict[str, str] = {}  # Coding.system (trimmed) STU3 -> R4, anywhere in the resource
+    code_system_prefixes: dict[str, str] = {}  # the same by prefix: http://hl7.org/fhir/v3/ -> ...CodeSystem/v3-
+    extension_urls: dict[str, Union[str, Stu3ExtensionUrl]] = {}  # extension url STU3 -> R4, anywhere
+    drop_extensions: list[str] = []  # extension urls with no R4 meaning, anywhere
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Stu3DiffFile:
+        if self.resource == "*":
+            per_type = [k for k in ("profile", "key", "extension_to_element", "drop", "values", "when_true",
+                                    "code_to_concept", "text_to_concept", "to_annotation", "split", "rename",
+                                    "wrap", "unwrap", "defaults") if getattr(self, k)]
+            if per_type:
+                raise ValueError(f"resource \"*\" holds only code systems and extension urls, not {per_type[0]}")
+        both = set(self.extension_to_element) & (set(self.extension_urls) | set(self.drop_extensions))
+        if both:
+            raise ValueError(f"extension {sorted(both)[0]} is moved to an element and also renamed or dropped")
+        return self
 
 
 for _model in (FromSpec, EachSpec, ObjectSpec, ItemsSpec, JoinSpec, IdOfSpec, ObjectFile, IdKey, ResourceFile,

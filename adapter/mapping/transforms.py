@@ -329,3 +329,97 @@ def name_key(value: Any, env: Env, at: str | None) -> str | None:
 def stored_birth_date(value: str, env: Env, at: str | None) -> str | None:
     """The birth date already stored for this Patient id (a missed appointment sent without PID-7)."""
     return env.stored_birth_date(value)
+
+
+# --- ISO 8601 text (tabular exports: CSDS-style dates YYYY-MM-DD, times HH:MM) -------------------------
+
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$")
+_ISO_TIME = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
+_ISO_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
+
+
+@lru_cache(maxsize=8192)
+def _iso_date(value: str) -> str:
+    m = _ISO_DATE.match(value)
+    if not m:
+        raise MappingError("not an ISO 8601 date (YYYY-MM-DD)", code="invalid-date")
+    try:
+        return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
+    except ValueError:
+        raise MappingError("not a valid calendar date", code="invalid-date") from None
+
+
+@transform("iso_date")
+def iso_date(value: str, env: Env, at: str | None) -> str:
+    """ISO 8601 date ``YYYY-MM-DD`` -> FHIR date; a time part (``T10:30``) is ignored, never shifted."""
+    return _iso_date(value)
+
+
+@transform("iso_time")
+def iso_time(value: str, env: Env, at: str | None) -> str:
+    """A clock time ``HH:MM`` or ``HH:MM:SS`` (24-hour) -> ``HH:MM:SS``."""
+    m = _ISO_TIME.match(value)
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59 or int(m.group(3) or 0) > 59:
+        raise MappingError("not a time of day (HH:MM or HH:MM:SS)", code="invalid-date")
+    return f"{m.group(1)}:{m.group(2)}:{m.group(3) or '00'}"
+
+
+@lru_cache(maxsize=8192)
+def _iso_instant(value: str, tz: ZoneInfo) -> str:
+    m = _ISO_DATETIME.match(value)
+    if not m:
+        raise MappingError("not an ISO 8601 date-time (YYYY-MM-DDTHH:MM[:SS][offset])", code="invalid-date")
+    y, mo, d, hh, mi, ss, off = m.groups()
+    try:
+        naive = datetime(int(y), int(mo), int(d), int(hh), int(mi), int(ss or 0))
+    except ValueError:
+        raise MappingError("not a valid calendar date/time", code="invalid-date") from None
+    if off is None:
+        aware = naive.replace(tzinfo=tz)
+    elif off == "Z":
+        aware = naive.replace(tzinfo=timezone.utc)
+    else:
+        digits = off[1:].replace(":", "")
+        minutes = int(digits[:2]) * 60 + int(digits[2:])
+        if minutes > 14 * 60 or int(digits[2:]) > 59:
+            raise MappingError("time-zone offset out of range", code="invalid-date")
+        aware = naive.replace(tzinfo=timezone((1 if off[0] == "+" else -1) * timedelta(minutes=minutes)))
+    return aware.isoformat(timespec="seconds")
+
+
+@transform("iso_instant")
+def iso_instant(value: str, env: Env, at: str | None) -> str:
+    """ISO 8601 date-time (``T`` or a space between date and time) -> FHIR instant, to the second; no
+    offset means the configured zone (Europe/London: GMT or BST as on that day)."""
+    return _iso_instant(value, env.tz)
+
+
+# --- FHIR (GP Connect STU3 records, already converted to R4) ----------------------------------------------
+
+_FHIR_DT = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+
+
+@lru_cache(maxsize=4096)
+def _fhir_instant(value: str, tz: ZoneInfo) -> str:
+    m = _FHIR_DT.match(value)
+    if not m:
+        raise MappingError("not a valid FHIR date/time", code="invalid-date")
+    y, mo, d, hh, mi, ss, frac, off = m.groups()
+    try:
+        naive = datetime(int(y), int(mo or 1), int(d or 1), int(hh or 0), int(mi or 0), int(ss or 0))
+    except ValueError:
+        raise MappingError("not a valid calendar date/time", code="invalid-date") from None
+    if off:
+        aware = naive.replace(tzinfo=timezone.utc if off == "Z" else
+                              datetime.strptime(off.replace(":", ""), "%z").tzinfo)
+    else:
+        aware = naive.replace(tzinfo=tz)
+    text = aware.isoformat(timespec="seconds")
+    return text[:19] + frac + text[19:] if frac else text
+
+
+@transform("fhir_instant")
+def fhir_instant(value: str, env: Env, at: str | None) -> str:
+    """FHIR date / dateTime -> instant: missing month/day are 01, missing time 00:00:00, no offset means
+    the configured zone (a GP record dated 2024-03-05 is that day's start, local time)."""
+    return _fhir_instant(value, env.tz)

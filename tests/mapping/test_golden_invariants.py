@@ -79,7 +79,10 @@ def test_invariants(case: Case) -> None:
 
 
 def test_every_mapping_file_runs_in_at_least_one_golden_case() -> None:
-    ran: set[str] = set()
+    """HL7 v2 golden cases, the health visiting example export and the GP golden bundles, together."""
+    from tests.mapping import gp_cases, hv_cases
+
+    ran: set[str] = hv_cases.traces() | gp_cases.traces()
     for case in CASES:
         result = run(case)
         if result.mapped is not None:
