@@ -17,6 +17,7 @@ from adapter.api.routes.hl7v2 import hl7v2_router
 from adapter.api.routes.ingest import ingest_router
 from adapter.inbound import mllp
 from adapter.inbound.listener import PipelineHandler
+from adapter.notify import prepare_notifications
 from adapter.pipeline import Pipeline
 from adapter.settings import Settings
 from adapter.store.sqlite import SqliteStore
@@ -42,6 +43,8 @@ def open_pipeline(settings: Settings, *, bulk: bool = False) -> Pipeline:
 
 async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "carethread",
                        before_ready: Callable[[], None] | None = None) -> int:
+    # organisations from configuration (ConfigError stops start-up), and the notification delivery worker
+    delivery = prepare_notifications(pipeline.store, settings, check=pipeline.check_resource)
     app = create_app(pipeline.store, routers=[hl7v2_router(pipeline), ingest_router(pipeline)],
                      validate_resource=pipeline.resource_issues)
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
@@ -78,6 +81,7 @@ async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "
     http_port = http_socket.getsockname()[1]
     if before_ready is not None:
         before_ready()
+    delivery.start()  # pending notifications, a previous run's included, go out from now
     print(f"{label} ready: fhir=http://{settings.host}:{http_port}/fhir hl7v2-http=http://{settings.host}:"
           f"{http_port}/hl7v2 mllp={settings.host}:{mllp_port} db={settings.db}", flush=True)
     stop_task = asyncio.create_task(stop.wait())
@@ -87,6 +91,7 @@ async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "
     with contextlib.suppress(asyncio.CancelledError):
         await http_task
     stop_task.cancel()
+    await delivery.stop()
     pipeline.store.close()
     _log.info("%s stopped", label)
     return 0

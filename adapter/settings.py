@@ -28,3 +28,4 @@ class Settings(BaseSettings):
     mllp_max_frame: int = 16 * 1024 * 1024
     mllp_idle_timeout: float = 300.0
     ingest_batch_size: int = 2000  # messages per transaction in bulk file ingest
+    organisations: Path | None = Path("sandbox/organisations.yaml")  # who is notified (adapter.notify)

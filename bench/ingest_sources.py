@@ -6,7 +6,8 @@
    ingests it through Pipeline.ingest_export (the path `carethread ingest --source health-visiting`
    takes) into a fresh SQLite file, in a child process, and prints rows/s and that process's peak
    RSS.  It does the same for an export a tenth the size: memory flat as the export grows means the
-   two peaks are close (the export is streamed, never loaded whole).
+   two peaks are close (the export is streamed, never loaded whole) once SQLite's writer page cache
+   (--writer-cache-mb, 64 MB as `carethread ingest`) has filled; a small cache shows it sooner.
 2. GP: --bundles synthetic GP Connect STU3 bundles (bench/gp_synthetic.py) through
    Pipeline.process_bundle, one transaction each with synchronous=FULL as over HTTP, bundles/s and
    peak RSS.
@@ -33,13 +34,13 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def child_hv(folder: Path, db: Path) -> dict:
+def child_hv(folder: Path, db: Path, cache_mb: int = 64) -> dict:
     from adapter.inbound.export import open_export
     from adapter.pipeline import Pipeline
     from adapter.settings import Settings
     from adapter.store.sqlite import SqliteStore
 
-    store = SqliteStore(db, synchronous="NORMAL", writer_cache_mb=64)  # as `carethread ingest`
+    store = SqliteStore(db, synchronous="NORMAL", writer_cache_mb=cache_mb)  # 64: as `carethread ingest`
     pipeline = Pipeline(store, Settings(db=db))
     base = _peak_mb()
     statuses: dict[str, int] = {}
@@ -88,11 +89,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="about this many export rows")
     parser.add_argument("--bundles", type=int, default=500)
     parser.add_argument("--only", choices=("hv", "gp"))
+    parser.add_argument("--writer-cache-mb", type=int, default=64,
+                        help="SQLite writer cache (64 as `carethread ingest`; RSS grows until it is full)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = child_hv(Path(rest[0]), Path(rest[1])) if kind == "hv" else child_gp(int(rest[0]), Path(rest[1]))
+        result = (child_hv(Path(rest[0]), Path(rest[1]), int(rest[2])) if kind == "hv"
+                  else child_gp(int(rest[0]), Path(rest[1])))
         print(json.dumps(result))
         return
     from hv_synthetic import write_export
@@ -106,7 +110,7 @@ def main() -> None:
             for rows in (args.rows // 10, args.rows):
                 folder = tmp / f"hv-{rows}"
                 counts = write_export(folder, max(1, round(rows / per_person)))
-                r = _run_child("hv", str(folder), str(tmp / f"hv-{rows}.sqlite3"))
+                r = _run_child("hv", str(folder), str(tmp / f"hv-{rows}.sqlite3"), str(args.writer_cache_mb))
                 print(f"health visiting: {r['rows']:>7} rows ({', '.join(f'{k} {v}' for k, v in counts.items())})"
                       f"  {r['rows_per_s']:8.0f} rows/s  peak RSS {r['peak_mb']:.0f} MB"
                       f"  (re-ingest unchanged: {r['reingest_rows_per_s']:.0f} rows/s)  statuses {r['statuses']}")

@@ -22,6 +22,7 @@ __all__ = [
     "ArchiveStatus",
     "Channel",
     "InboundMessage",
+    "OutboxEntry",
     "SearchResult",
     "Store",
     "StoredResource",
@@ -61,6 +62,27 @@ class InboundMessage:
     error_location: str | None
     payload: bytes
     replay_of: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One notification to deliver: a Communication to a Subscription's rest-hook endpoint (adapter.notify).
+
+    Written in the transaction that creates the Communication; the delivery worker records each attempt.
+    Times are FHIR instants in UTC as the outbox stores them (ISO, milliseconds, ``+00:00``).
+    """
+
+    id: int
+    communication_id: str
+    subscription_id: str
+    endpoint: str  # the Subscription's channel.endpoint when the row was written
+    payload: str | None  # channel.payload: a MIME type, or None for a notification without a body
+    headers: tuple[str, ...]  # channel.header lines ("Name: value")
+    status: str  # pending | delivered | failed
+    attempts: int
+    next_attempt_at: str
+    created_at: str
+    history: tuple[dict[str, Any], ...]  # one per attempt: {at, outcome, http_status?, error?}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +166,30 @@ class Transaction(Protocol):
         """Put a source Patient in an identity with its matching record and blocking keys (replacing both)."""
         ...
 
+    # -- notification outbox -- (adapter.notify)
+    def list_current(self, resource_type: str) -> list[StoredResource]:
+        """The current version of every resource of a type, this transaction's writes included, in id order
+        (for small sets: Subscriptions, configured Organizations)."""
+        ...
+
+    def enqueue_outbox(self, *, communication_id: str, subscription_id: str, endpoint: str,
+                       payload: str | None, headers: list[str], next_attempt_at: str) -> int | None:
+        """Add a pending delivery; returns its id, or None (nothing written) if the Communication already has
+        one for this Subscription."""
+        ...
+
+    def outbox_entry(self, outbox_id: int) -> OutboxEntry | None: ...
+
+    def outbox_of(self, communication_id: str) -> list[OutboxEntry]:
+        """Every delivery row of a Communication, oldest first."""
+        ...
+
+    def record_outbox_attempt(self, outbox_id: int, attempt: dict[str, Any], *, status: str,
+                              next_attempt_at: str | None = None) -> OutboxEntry:
+        """Append ``attempt`` to the row's history, count it, set its status (pending | delivered | failed)
+        and, if given, the next attempt time. Raises KeyError for an unknown row."""
+        ...
+
 
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]:
@@ -177,3 +223,17 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # -- notification outbox -- (adapter.notify)
+    def due_outbox(self, now: str, *, limit: int = 50) -> list[OutboxEntry]:
+        """Pending deliveries due at ``now``, soonest first."""
+        ...
+
+    def next_outbox_due(self) -> str | None:
+        """When the soonest pending delivery is due; None when nothing is pending."""
+        ...
+
+    def list_outbox(self, *, communication_id: str | None = None, status: str | None = None,
+                    limit: int = 100) -> list[OutboxEntry]:
+        """Delivery rows, oldest first, optionally of one Communication and/or with one status."""
+        ...

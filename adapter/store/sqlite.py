@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter.errors import StoreError
-from adapter.store.base import InboundMessage, SearchResult, StoredResource
+from adapter.store.base import InboundMessage, OutboxEntry, SearchResult, StoredResource
 from adapter.store.query import Include, parse_search
 from adapter.store.search import index_rows, param_rows
 
@@ -65,6 +65,19 @@ _SCHEMA: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE identity_block (
             key TEXT NOT NULL, patient_id TEXT NOT NULL, PRIMARY KEY (key, patient_id)) WITHOUT ROWID""",
         "CREATE INDEX identity_block_patient ON identity_block (patient_id)",
+    ),
+    (  # version 3: the notification outbox (adapter.notify): one row per (Communication, Subscription) to
+        # deliver, written in the same transaction as the Communication, so no notification is lost across a
+        # restart; ``history`` is a JSON list of attempts ({at, outcome, http_status?, error?})
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY, communication_id TEXT NOT NULL, subscription_id TEXT NOT NULL,
+            endpoint TEXT NOT NULL, payload TEXT,  -- channel.endpoint; channel.payload (NULL: no payload)
+            headers TEXT NOT NULL,  -- JSON list of channel.header lines
+            status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL, created_at TEXT NOT NULL,
+            history TEXT NOT NULL DEFAULT '[]',
+            UNIQUE (communication_id, subscription_id))""",
+        "CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE status = 'pending'",
     ),
 )
 
@@ -148,6 +161,19 @@ def _inbound(row: tuple[Any, ...]) -> InboundMessage:
     message_id, channel, source, sender, control_id, received_at, status, error_code, error_location = head
     return InboundMessage(message_id, channel, source, sender, control_id, received_at, status, error_code,
                           error_location, bytes(payload), replay_of)
+
+
+_OUTBOX_COLUMNS = (
+    "id, communication_id, subscription_id, endpoint, payload, headers, status, attempts, next_attempt_at, "
+    "created_at, history"
+)
+
+
+def _outbox(row: tuple[Any, ...]) -> OutboxEntry:
+    *head, headers, status, attempts, due, created, history = row  # _OUTBOX_COLUMNS, in order
+    outbox_id, communication_id, subscription_id, endpoint, payload = head
+    return OutboxEntry(outbox_id, communication_id, subscription_id, endpoint, payload,
+                       tuple(json.loads(headers)), status, attempts, due, created, tuple(json.loads(history)))
 
 
 @contextmanager
@@ -407,6 +433,69 @@ class _SqliteTransaction:
         finally:
             self._savepoints -= 1
 
+    # -- notification outbox --------------------------------------------------------------------------------
+    # (adapter.notify) rows are written at once, not held back: only the worker reads them, after commit
+
+    def list_current(self, resource_type: str) -> list[StoredResource]:
+        """The current version of every resource of a type, including this transaction's writes (for the few
+        resources the notifier scans: Subscriptions, configured Organizations), in id order."""
+        rows: dict[str, tuple[Any, ...]] = {}
+        with _translated("list_current"):
+            for rid, *row in self._connection().execute(
+                    f"SELECT r.id, {_VERSION_COLUMNS}, r.vrow FROM resource r "
+                    "JOIN resource_version v ON v.rowid = r.vrow WHERE r.type = ?", (resource_type,)):
+                rows[rid] = tuple(row)
+        # this transaction's puts (their resource rows may still be held back) win over what is committed
+        for (rtype, rid), cached in self._current.items():
+            if rtype == resource_type and cached is not None:
+                rows[rid] = cached
+        return [_stored(*rows[rid][:4]) for rid in sorted(rows)]
+
+    def enqueue_outbox(self, *, communication_id: str, subscription_id: str, endpoint: str,
+                       payload: str | None, headers: list[str], next_attempt_at: str) -> int | None:
+        """Add a pending delivery; None (and nothing written) if this Communication already has a row for
+        this Subscription."""
+        with _translated("enqueue_outbox"):
+            cur = self._connection().execute(
+                "INSERT INTO outbox (communication_id, subscription_id, endpoint, payload, headers, status, "
+                "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?) "
+                "ON CONFLICT (communication_id, subscription_id) DO NOTHING",
+                (communication_id, subscription_id, endpoint, payload, json.dumps(headers), next_attempt_at,
+                 _now()))
+        return cur.lastrowid if cur.rowcount == 1 else None
+
+    def outbox_entry(self, outbox_id: int) -> OutboxEntry | None:
+        with _translated("outbox_entry"):
+            row = self._connection().execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+        return None if row is None else _outbox(row)
+
+    def outbox_of(self, communication_id: str) -> list[OutboxEntry]:
+        """Every delivery row of a Communication, oldest first."""
+        with _translated("outbox_of"):
+            rows = self._connection().execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE communication_id = ? ORDER BY id",
+                (communication_id,)).fetchall()
+        return [_outbox(row) for row in rows]
+
+    def record_outbox_attempt(self, outbox_id: int, attempt: dict[str, Any], *, status: str,
+                              next_attempt_at: str | None = None) -> OutboxEntry:
+        """Append ``attempt`` to the row's history, count it, and set its status (and, while it stays
+        pending, when to try next). Raises KeyError for an unknown row."""
+        conn = self._connection()
+        with _translated("record_outbox_attempt"):
+            row = conn.execute("SELECT history, next_attempt_at FROM outbox WHERE id = ?",
+                               (outbox_id,)).fetchone()
+            if row is None:
+                raise KeyError(outbox_id)
+            history = [*json.loads(row[0]), attempt]
+            conn.execute("UPDATE outbox SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
+                         "history = ? WHERE id = ?",
+                         (status, next_attempt_at or row[1], _encode(history), outbox_id))
+            updated = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?",
+                                   (outbox_id,)).fetchone()
+        return _outbox(updated)
+
 
 class SqliteStore:
     """``Store`` on one SQLite file, created (with its directory) if missing. See the module docstring."""
@@ -611,3 +700,36 @@ class SqliteStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    # -- notification outbox --------------------------------------------------------------------------------
+
+    def due_outbox(self, now: str, *, limit: int = 50) -> list[OutboxEntry]:
+        """Pending deliveries whose next attempt is due at ``now`` (an instant as the outbox stores them),
+        soonest first."""
+        with self._reader("due_outbox") as conn:
+            rows = conn.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
+                "ORDER BY next_attempt_at, id LIMIT ?", (now, limit)).fetchall()
+        return [_outbox(row) for row in rows]
+
+    def next_outbox_due(self) -> str | None:
+        """When the soonest pending delivery is due; None when nothing is pending."""
+        with self._reader("next_outbox_due") as conn:
+            row = conn.execute("SELECT min(next_attempt_at) FROM outbox WHERE status = 'pending'").fetchone()
+        return None if row is None else row[0]
+
+    def list_outbox(self, *, communication_id: str | None = None, status: str | None = None,
+                    limit: int = 100) -> list[OutboxEntry]:
+        """Delivery rows, oldest first, optionally of one Communication and/or with one status."""
+        where, args = [], []
+        if communication_id is not None:
+            where.append("communication_id = ?")
+            args.append(communication_id)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        with self._reader("list_outbox") as conn:
+            rows = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox {clause}ORDER BY id LIMIT ?",
+                                [*args, limit]).fetchall()
+        return [_outbox(row) for row in rows]

@@ -263,7 +263,7 @@ def test_reopening_keeps_everything(db_path: Path) -> None:
 def test_schema_version_is_recorded_and_a_newer_schema_refused(db_path: Path) -> None:
     SqliteStore(db_path).close()
     with closing(sqlite3.connect(db_path)) as conn, conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="newer"):

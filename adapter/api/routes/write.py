@@ -21,6 +21,7 @@ from adapter.api.routes import get_store
 from adapter.api.routes.fhir import check_id, check_type, fhir_base
 from adapter.errors import MappingError
 from adapter.fhir import CT, validate_r4
+from adapter.notify import subscriptions
 from adapter.store.base import Store, StoredResource
 
 __all__ = ["ResourceValidator", "r4_structure_issues", "router"]
@@ -91,6 +92,15 @@ def _write(store: Store, body: bytes, resource: dict[str, Any], issues: list[dic
         return ("created" if current is None else "updated"), stored
 
 
+def _server_rules(store: Store, resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the server itself decides on a write, before validation: a Subscription is checked for what
+    Carethread can deliver and activated (``requested`` -> ``active``; adapter.notify.subscriptions)."""
+    if resource["resourceType"] != "Subscription":
+        return []
+    current = store.read("Subscription", resource["id"])
+    return subscriptions.accept(resource, current.resource if current else None)
+
+
 async def _handle(request: Request, resource_type: str, resource_id: str | None) -> FhirJSONResponse:
     check_type(resource_type)
     if resource_id is not None:
@@ -102,7 +112,8 @@ async def _handle(request: Request, resource_type: str, resource_id: str | None)
     meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
     resource["meta"] = {**meta, "source": meta.get("source", API_SOURCE)}
     expected = _expected_version(request)
-    issues = await run_in_threadpool(_validator(request), resource)
+    issues = await run_in_threadpool(_server_rules, get_store(request), resource)
+    issues += await run_in_threadpool(_validator(request), resource)
     result, stored = await run_in_threadpool(_write, get_store(request), body, resource, issues, expected)
     if result == "invalid":
         return FhirJSONResponse(outcome_resource(*issues), status_code=422)
