@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,8 +25,10 @@ from adapter.fhir import validate_r4
 from adapter.inbound.ack import build_ack
 from adapter.inbound.er7 import Er7Message
 from adapter.inbound.export import ExportFile, Row, read_rows
+from adapter.identity import IdentityService
 from adapter.inbound.gpconnect import read_bundle
 from adapter.inbound.hl7v2 import Header, read_message, sniff_header
+from adapter.notify.communications import notify
 from adapter.mapping import MappingContext, MappingSet, load_mappings, map_message, map_record
 from adapter.records import Issue, Outcome, issue_from_error
 from adapter.settings import Settings
@@ -174,6 +177,7 @@ class Pipeline:
         self.mappings = mappings or load_mappings(overlay=settings.mappings_dir)
         self.accepted_processing_ids = frozenset(p.upper() for p in settings.accepted_processing_ids)
         self.events = self.mappings.events()  # what the (possibly overlaid) mapping files handle
+        self.identity = IdentityService(alert=self._identity_alert)  # the linkage model, checked at start-up
 
     # --- entry points -------------------------------------------------------------------------------
 
@@ -282,7 +286,8 @@ class Pipeline:
             with tx.savepoint():
                 mapped = map_record(self.mappings, row.feed, row.record, self._context(tx, HEALTH_VISITING, control_id))
                 self._check_person(tx, row.feed, mapped.resources)
-                written, changed = self._store_resources(tx, mapped.resources, mapped.source_time)
+                written, changed = self._store_resources(tx, mapped.resources, mapped.source_time,
+                                                         HEALTH_VISITING)
                 archive_id = archive("AA", control_id)
             return Outcome("AA", archive_id, tuple(mapped.warnings), tuple(written), changed, mapped.trace)
         except StoreError:
@@ -348,7 +353,7 @@ class Pipeline:
                                      for r in resources)
                     try:
                         with tx.savepoint():
-                            w, c = self._store_resources(tx, resources, bundle.source_time)
+                            w, c = self._store_resources(tx, resources, bundle.source_time, GP)
                     except MappingError as exc:
                         where = f"Bundle.entry[{entry.index}]" if entry.index is not None else "Bundle"
                         if is_patient:
@@ -446,13 +451,55 @@ class Pipeline:
     def _apply(self, tx: Transaction, msg: Er7Message, header: Header) -> Outcome:
         ctx = self._context(tx, self.source, header.control_id, header.sending_facility)
         mapped = map_message(msg, header, ctx)
-        written, changed = self._store_resources(tx, mapped.resources, mapped.source_time)
+        written, changed = self._store_resources(tx, mapped.resources, mapped.source_time, self.source)
         return Outcome("AA", None, tuple(mapped.warnings), tuple(written), changed, mapped.trace)
 
-    def _store_resources(self, tx: Transaction, resources: list[dict[str, Any]],
-                         source_time: str | None) -> tuple[list[tuple[str, str]], int]:
-        """Merge each resource with its stored version, validate what changed, write it.  Every source
-        ends here: one merge rule, one validation, one write path."""
+    def _store_resources(self, tx: Transaction, resources: list[dict[str, Any]], source_time: str | None,
+                         source: str) -> tuple[list[tuple[str, str]], int]:
+        """Merge each resource with its stored version, validate what changed, write it; then reconcile
+        the identity of each Patient among them.  Every source ends here: one merge rule, one validation,
+        one write path, one identity step."""
+        written, changed = self._merge_and_put(tx, resources, source_time)
+        for resource in resources:
+            if resource["resourceType"] == "Patient":
+                self._reconcile(tx, resource["id"], source, resources)
+        return written, changed
+
+    def _reconcile(self, tx: Transaction, patient_id: str, source: str, related: list[dict[str, Any]]) -> None:
+        stored = tx.read("Patient", patient_id)
+        if stored is None:
+            return
+        try:
+            with tx.savepoint():
+                self.identity.reconcile(tx, stored.resource, source, related, lambda r: self._put_derived(tx, r))
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed match must not lose the record: stored, not linked
+            _log.exception("identity reconciliation failed (%s): the record is stored unlinked", type(exc).__name__)
+
+    def _put_derived(self, tx: Transaction, resource: dict[str, Any]) -> None:
+        """Store a resource Carethread derived (master Patients, links, review Tasks): validated, written
+        as given (no merge with the stored version: the deriving code read it), unless unchanged."""
+        stored = tx.read(resource["resourceType"], resource["id"])
+        if stored is not None and _same_content(stored.resource, resource):
+            return
+        self.check_resource(resource)
+        tx.put(resource, source_time=stored.source_time if stored else None)
+
+    def _identity_alert(self, tx: Transaction, subject_ref: str, flag_refs: list[str], dedup_key: str) -> None:
+        """A possible match that carries a safeguarding flag: tell the safeguarding team, merge nothing."""
+        try:
+            with tx.savepoint():
+                notify(tx, rule_id="identity-review-flag-alert", recipients=["safeguarding-team"],
+                       subject_ref=subject_ref, payload_refs=flag_refs, priority="urgent",
+                       reason_display="Possible linked record with a safeguarding flag: identity review needed",
+                       sent=datetime.now(UTC).isoformat(timespec="seconds"), dedup_key=dedup_key,
+                       check=self.check_resource)
+        except ValueError as exc:  # no safeguarding team configured: the review Task still stands
+            _log.warning("identity alert not raised (%s)", type(exc).__name__)
+
+    def _merge_and_put(self, tx: Transaction, resources: list[dict[str, Any]],
+                       source_time: str | None) -> tuple[list[tuple[str, str]], int]:
         written: list[tuple[str, str]] = []
         changed = 0
         for resource in resources:

@@ -162,6 +162,10 @@ class Transaction(Protocol):
         """(identity id, record) of a source Patient, or None."""
         ...
 
+    def flags_of_patients(self, patient_ids: list[str]) -> list[str]:
+        """``Flag/id`` of every Flag whose subject is one of these Patients (this transaction's writes included)."""
+        ...
+
     def set_identity_member(self, patient_id: str, identity_id: str, record: str, keys: list[str]) -> None:
         """Put a source Patient in an identity with its matching record and blocking keys (replacing both)."""
         ...

@@ -387,6 +387,28 @@ class _SqliteTransaction:
                 "SELECT identity_id, record FROM identity_member WHERE patient_id = ?", (patient_id,)).fetchone()
         return None if row is None else (row[0], row[1])
 
+    def flags_of_patients(self, patient_ids: list[str]) -> list[str]:
+        """``Flag/id`` of every Flag whose subject is one of these Patients, including Flags written
+        earlier in this transaction (their index rows are still held back: see ``_pending``).  Meant for
+        rare decisions (identity merges and reviews): it looks at every resource this transaction put."""
+        wanted = set(patient_ids)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        with _translated("flags_of_patients"):
+            found = {r[0] for r in self._connection().execute(
+                "SELECT id FROM search_index WHERE type = 'Flag' AND param = 'subject' AND system = 'Patient' "
+                f"AND value IN ({marks})", tuple(wanted))}
+        for (rtype, rid), row in self._current.items():
+            if rtype != "Flag" or row is None:
+                continue
+            subject = (json.loads(row[3]).get("subject") or {}).get("reference", "")
+            if subject.startswith("Patient/") and subject[8:] in wanted:
+                found.add(rid)
+            else:
+                found.discard(rid)
+        return sorted(f"Flag/{rid}" for rid in found)
+
     def set_identity_member(self, patient_id: str, identity_id: str, record: str, keys: list[str]) -> None:
         """Put a source Patient in an identity, with the record it matches on and its blocking keys."""
         conn = self._connection()

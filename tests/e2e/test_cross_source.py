@@ -24,6 +24,7 @@ from tests.hl7builder import message, seg
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 MOTHER, BABY, SIBLING = "9990001006", "9990001014", "9990001022"
 ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
+MASTER = "https://fhir.carethread.org/CodeSystem/record-type|master"
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def test_one_family_from_three_sources_lands_in_one_store_in_one_shape(family_se
         assert outcome["valueCodeableConcept"]["coding"][0]["code"] == "was-not-brought"
 
     # one Patient record per source for the baby, each saying where it came from
-    babies = httpx.get(f"{fhir}/Patient", params={"identifier": f"{NHS}|{BABY}"}).json()["entry"]
+    babies = httpx.get(f"{fhir}/Patient", params={"identifier": f"{NHS}|{BABY}", "_tag:not": MASTER}).json()["entry"]
     assert sorted(b["resource"]["meta"]["source"].split("#")[0].rsplit("/", 1)[-1] for b in babies) == \
         ["gp", "health-visiting", "maternity"]
     # the father and grandmother from maternity and health visiting, as RelatedPerson in one shape
@@ -124,8 +125,19 @@ def test_one_family_from_three_sources_lands_in_one_store_in_one_shape(family_se
     for rtype in ("Patient", "RelatedPerson", "Encounter", "Appointment", "Flag", "Condition", "Observation"):
         for e in httpx.get(f"{fhir}/{rtype}", params={"_count": "200"}).json().get("entry", []):
             assert e["resource"]["meta"]["source"].startswith("https://fhir.carethread.org/source/"), (rtype, e)
-    mothers = httpx.get(f"{fhir}/Patient", params={"identifier": f"{NHS}|{MOTHER}"}).json()
+    mothers = httpx.get(f"{fhir}/Patient", params={"identifier": f"{NHS}|{MOTHER}", "_tag:not": MASTER}).json()
     assert mothers["total"] == 2  # maternity and health visiting (not in the GP bundle)
+    # and each human is one identity: one master Patient linking every source record (issue 5)
+    for nhs, sources in ((BABY, 3), (MOTHER, 2), (SIBLING, 1)):
+        [master] = httpx.get(f"{fhir}/Patient", params={"identifier": f"{NHS}|{nhs}", "_tag": MASTER}).json()["entry"]
+        seealso = [link["other"]["reference"] for link in master["resource"]["link"] if link["type"] == "seealso"]
+        assert len(seealso) == sources, nhs
+        for ref in seealso:
+            back = httpx.get(f"{fhir}/Patient", params={"link": ref, "_tag": MASTER}).json()
+            assert [e["resource"]["id"] for e in back["entry"]] == [master["resource"]["id"]]
+    noshows_of_identity = httpx.get(f"{fhir}/Appointment", params={"identity": f"Patient/{babies[0]['resource']['id']}",
+                                                                    "status": "noshow"}).json()
+    assert noshows_of_identity["total"] == 3  # any one record of the baby finds all three sources' no-shows
     assert json.dumps(hv.json()).count(MOTHER) == 0  # the report names rows, never values
 
 
