@@ -6,6 +6,8 @@
     carethread replay   [--db PATH] (--list [--status AR|AE] | ID... | --all-rejected)
     carethread validate [--profile URL] FILE...
     carethread convert  --source maternity [--db PATH] FILE      # dry run: Bundle on stdout, trace on stderr
+    carethread linkage  evaluate [--index sqlite|memory] FILE    # identity matching figures on labelled records
+    carethread linkage  train FILE OUT --version V               # estimate the matching model from labelled records
 
 Exit status: 0 success; 1 some messages were not accepted (ingest/replay) or the service failed;
 2 usage error.
@@ -19,6 +21,7 @@ import json
 import logging
 import sys
 from collections import Counter
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--source", required=True, choices=("maternity",))  # exports and bundles: not yet
     _add_db(convert)
     convert.add_argument("path", type=Path, metavar="FILE")
+    linkage = sub.add_parser("linkage", help="identity matching: evaluate on labelled records, train the model")
+    lsub = linkage.add_subparsers(dest="linkage_command", required=True)
+    evaluate = lsub.add_parser("evaluate", help="ingest labelled person records through the matching path and "
+                               "print precision, recall, mixed identities, review rate and latency")
+    evaluate.add_argument("--index", choices=("sqlite", "memory"), default="sqlite",
+                          help="candidate index: the store's blocking tables (the live path; default) or in memory")
+    evaluate.add_argument("--as-of", type=date.fromisoformat, help="the date ages are taken on (default today)")
+    evaluate.add_argument("file", type=Path, metavar="FILE")
+    train = lsub.add_parser("train", help="estimate the Fellegi-Sunter model (m/u, term frequencies) from "
+                            "labelled records and write the versioned model file")
+    train.add_argument("file", type=Path, metavar="FILE")
+    train.add_argument("out", type=Path, metavar="OUT")
+    train.add_argument("--version", required=True)
     validate = sub.add_parser("validate", help="validate FHIR R4 JSON resources or Bundles against the profiles")
     validate.add_argument("--profile", help="profile URL (default: each resource's meta.profile, else ours)")
     validate.add_argument("paths", nargs="+", type=Path, metavar="FILE")
@@ -100,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             return _ingest(args)
         if args.command == "convert":
             return _convert(args)
+        if args.command == "linkage":
+            return _linkage(args)
         if args.command == "validate":
             from adapter.conformance.cli import run_validate
 
@@ -222,6 +240,42 @@ def _convert(args: argparse.Namespace) -> int:
     for processed in results:
         print(json.dumps(trace_of(processed)), file=sys.stderr)
     return 0 if all(p.outcome.status in ("AA", "duplicate", "ignored") for p in results) else 1
+
+
+def _linkage(args: argparse.Namespace) -> int:
+    import contextlib
+    import tempfile
+
+    from adapter.reconcile.evaluate import EvaluationError, evaluate
+    from adapter.reconcile.train import train
+
+    if not args.file.is_file():
+        print(f"carethread linkage: no such file: {args.file}", file=sys.stderr)
+        return 2
+    try:
+        if args.linkage_command == "train":
+            model = train(args.file, args.out, version=args.version)
+            print(json.dumps({"version": model["version"], "out": str(args.out)}))
+            return 0
+        with contextlib.ExitStack() as stack:
+            factory = None
+            if args.index == "sqlite":  # the live path: the store's identity tables, one transaction
+                from adapter.identity import TxIndex
+                from adapter.store.sqlite import SqliteStore
+
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="carethread-linkage-")))
+                store = stack.enter_context(SqliteStore(tmp / "linkage.sqlite3", synchronous="OFF",
+                                                        writer_cache_mb=256))
+                tx = stack.enter_context(store.transaction())
+
+                def factory() -> TxIndex:
+                    return TxIndex(tx)
+            evaluate(args.file, **({"index_factory": factory} if factory else {}), as_of=args.as_of,
+                     out=lambda line: print(line, flush=True))
+        return 0
+    except EvaluationError as exc:
+        print(f"carethread linkage: {exc}", file=sys.stderr)
+        return 2
 
 
 def _with_progress(items, total: int | None, label: str):  # type: ignore[no-untyped-def]

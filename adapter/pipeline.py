@@ -32,7 +32,7 @@ from adapter.notify.communications import notify
 from adapter.mapping import MappingContext, MappingSet, load_mappings, map_message, map_record
 from adapter.records import Issue, Outcome, issue_from_error
 from adapter.settings import Settings
-from adapter.store.base import Store, Transaction
+from adapter.store.base import Store, StoredResource, Transaction
 
 __all__ = ["Pipeline", "Processed", "RowResult", "BundleResult", "merge_resource", "HEALTH_VISITING", "GP", "MATERNITY"]
 
@@ -485,6 +485,22 @@ class Pipeline:
             return
         self.check_resource(resource)
         tx.put(resource, source_time=stored.source_time if stored else None)
+
+    def review_decision(self, body: bytes, task: dict[str, Any], decision: str) -> StoredResource | None:
+        """A reviewer's decision on an identity-review Task (PUT): archived, the Task stored and the decision
+        applied in one transaction.  The candidates are the stored Task's, not the client's.  None: no such
+        review Task.  A Task decided before is updated, not applied again."""
+        def work(tx: Transaction) -> StoredResource | None:
+            current = tx.read("Task", task["id"])
+            if current is None or "identity-review" not in json.dumps(current.resource.get("code")):
+                return None
+            archive_id = tx.archive(channel="http", source="api", sender=None, control_id=None, payload=body)
+            if current.resource.get("status") == "requested":
+                self.identity.resolve_review(tx, current.resource, decision, lambda r: self._put_derived(tx, r))
+            stored, _ = tx.put(task)
+            tx.set_status(archive_id, "AA")
+            return stored
+        return self._in_transaction(work)
 
     def _identity_alert(self, tx: Transaction, subject_ref: str, flag_refs: list[str], dedup_key: str) -> None:
         """A possible match that carries a safeguarding flag: tell the safeguarding team, merge nothing."""

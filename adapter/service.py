@@ -14,6 +14,7 @@ import uvicorn
 
 from adapter.api.app import create_app
 from adapter.api.routes.hl7v2 import hl7v2_router
+from adapter.api.routes.identity import identity_router
 from adapter.api.routes.ingest import ingest_router
 from adapter.inbound import mllp
 from adapter.inbound.listener import PipelineHandler
@@ -45,7 +46,8 @@ async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "
                        before_ready: Callable[[], None] | None = None) -> int:
     # organisations from configuration (ConfigError stops start-up), and the notification delivery worker
     delivery = prepare_notifications(pipeline.store, settings, check=pipeline.check_resource)
-    app = create_app(pipeline.store, routers=[hl7v2_router(pipeline), ingest_router(pipeline)],
+    routers = [hl7v2_router(pipeline), ingest_router(pipeline), identity_router(pipeline)]
+    app = create_app(pipeline.store, routers=routers,
                      validate_resource=pipeline.resource_issues)
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
                             access_log=False, lifespan="off")

@@ -8,7 +8,7 @@ and matching latency with 200,000 persons already in the store.
    live matching path: pairwise precision and recall, identities holding more than one true person,
    review rate, decide latency p50/p99.  The last line of that step is the evaluate JSON.
 2. Latency probe: writes a second set (another seed) large enough to hold ``--persons`` true persons,
-   loads all but its last ``--probe`` records into an in-memory index under their true identities
+   loads all but its last ``--probe`` records into the store's identity tables under their true identities
    (a store of that many persons, loaded without timing), then times ``decide`` (candidate retrieval
    included) on the held-out records, each stored after its decision as live.
 
@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import sys
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from adapter.reconcile.engine import InMemoryIndex, decide  # noqa: E402
+from adapter.identity import TxIndex  # noqa: E402
+from adapter.reconcile.engine import decide  # noqa: E402
+from adapter.store.sqlite import SqliteStore  # noqa: E402
 from adapter.reconcile.evaluate import COLUMNS, evaluate, percentile  # noqa: E402
 from adapter.reconcile.model import load_model  # noqa: E402
 from adapter.reconcile.standardise import standardise  # noqa: E402
@@ -42,7 +45,9 @@ def latency_probe(folder: Path, *, persons: int, probe: int, seed: int) -> dict[
     n_records = int(persons * 1.75) + probe
     stats = write_dataset(path, n_records, seed)
     model = load_model()
-    index = InMemoryIndex()
+    store = SqliteStore(folder / "linkage-store.sqlite3", synchronous="OFF", writer_cache_mb=256)
+    tx_context = store.transaction()
+    index = TxIndex(tx_context.__enter__())  # the store's blocking tables, as live matching uses them
     held: list = []
     loaded_persons: set[str] = set()
     with path.open(newline="") as fh:
@@ -64,6 +69,8 @@ def latency_probe(folder: Path, *, persons: int, probe: int, seed: int) -> dict[
         times.append((time.perf_counter_ns() - t) / 1e6)
         index.add(d.identity_id if d.action == "link" and d.identity_id else f"probe-{i}", rec)
     times.sort()
+    tx_context.__exit__(None, None, None)
+    store.close()
     return {"persons_in_store": len(loaded_persons), "records_in_store": cut, "generated_persons": stats["persons"],
             "probe_records": len(held), "load_seconds": round(load_s, 1),
             "latency_ms_p50": round(percentile(times, 50), 4), "latency_ms_p99": round(percentile(times, 99), 4)}
@@ -86,7 +93,13 @@ def main() -> None:
         print(f"# synthetic set: {stats['records']} records, {stats['persons']} persons, seed {a.seed}, "
               f"written in {time.perf_counter() - t0:.1f}s")
         print("# contents: " + json.dumps({k: v for k, v in stats.items() if k not in ("records", "persons", "seed")}))
-        result = evaluate(path, as_of=REF, out=print)
+        # the figures of `carethread linkage evaluate` (the store's blocking tables, as live records)
+        run = subprocess.run([sys.executable, "-m", "adapter.cli", "linkage", "evaluate", "--as-of", REF.isoformat(),
+                              str(path)], cwd=ROOT, capture_output=True, text=True, check=True)
+        print(run.stdout, end="")
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        details = evaluate(path, as_of=REF, out=lambda _line: None)  # in memory: the twins-apart count
+        result["twin_mixed_identities"] = details["twin_mixed_identities"]
         if a.persons:
             probe = latency_probe(folder, persons=a.persons, probe=a.probe, seed=a.seed + 1000)
             print(f"# latency with {probe['persons_in_store']} persons ({probe['records_in_store']} records) "

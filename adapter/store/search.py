@@ -194,6 +194,15 @@ SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = {
         SearchParam("url", "token", ("channel.endpoint",), "Subscription.channel.endpoint"),
         SearchParam("criteria", "string", ("criteria",), "Subscription.criteria"),
     ),
+    # identity review (adapter.identity)
+    "Task": _table(
+        "Task",
+        _patient("Task.for", path="for"),
+        SearchParam("focus", "reference", ("focus",), "Task.focus"),
+        SearchParam("status", "token", ("status",), "Task.status"),
+        SearchParam("code", "token", ("code",), "Task.code.coding"),
+        SearchParam("authored-on", "date", ("authoredOn",), "Task.authoredOn"),
+    ),
     # GP Connect records kept as they came (converted to R4): the evidence behind flags and no-shows
     "Condition": _table(
         "Condition",

@@ -104,6 +104,9 @@ SEED: list[dict[str, Any]] = [
     {"resourceType": "PractitionerRole", "id": "role-1", "practitioner": _ref("Practitioner/pr-1"),
      "organization": _ref("Organization/org-1")},
     {"resourceType": "Location", "id": "loc-1", "name": "Example Surgery"},
+    {"resourceType": "Task", "id": "task-1", "status": "requested", "intent": "proposal", "for": _ref("Patient/pat-a"),
+     "focus": _ref("Patient/pat-a"), "authoredOn": "2026-11-26T08:00:00Z",
+     "code": {"coding": [{"system": "https://fhir.carethread.org/CodeSystem/task-code", "code": "identity-review"}]}},
     {"resourceType": "Communication", "id": "com-1", "status": "completed", "subject": _ref("Patient/pat-a"),
      "recipient": [_ref("Organization/org-1")], "sent": "2026-11-26T08:00:00Z"},
     {"resourceType": "Subscription", "id": "sub-1", "status": "active", "reason": "synthetic",
@@ -115,4 +118,4 @@ ONE_PER_TYPE = {"Patient": "pat-a", "RelatedPerson": "rp-1", "Encounter": "enc-1
                 "Flag": "flag-1", "Provenance": "prov-1", "Condition": "cond-1", "Observation": "obs-1",
                 "Immunization": "imm-1", "List": "list-1", "Organization": "org-1", "Practitioner": "pr-1",
                 "PractitionerRole": "role-1", "Location": "loc-1", "Communication": "com-1",
-                "Subscription": "sub-1"}
+                "Subscription": "sub-1", "Task": "task-1"}

@@ -78,6 +78,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
                      "criteria": "Communication?recipient=Organization/org-1",
                      "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook",
                                  "payload": "application/fhir+json"}},
+    "Task": {"resourceType": "Task", "id": "task-1", "status": "requested", "intent": "proposal",
+             "code": {"coding": [{"system": "https://fhir.carethread.org/CodeSystem/task-code", "code": "identity-review"}]},
+             "focus": PATIENT_REF, "for": PATIENT_REF, "authoredOn": "2026-11-26T08:00:00Z"},
     "Location": {"resourceType": "Location", "id": "loc-1", "name": "Example Surgery",
                  "identifier": [{"value": "L1"}]},
 }
