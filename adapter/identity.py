@@ -54,6 +54,7 @@ RULE_URL = f"{CT}/linkage-rule/"
 MODEL_URL = f"{CT}/linkage-model/"
 SOURCE = f"{CT}/source/identity"
 _MOTHER_CODES = {"MTH", "NMTH"}
+MAX_REVIEW_CANDIDATES = 5  # a review Task shows the best five candidate identities
 _DATE_FIELDS = {"birth_date", "due_date"}
 _TUPLE_FIELDS = {f.name for f in fields(PersonRecord) if str(f.type).startswith("tuple")}
 
@@ -213,7 +214,7 @@ class IdentityService:
         self._provenance(tx, pid, identity_id, decision.rule, grade, decision, put)
         if decision.action != "review":
             return Applied(pid, identity_id, "new", decision.rule)
-        candidates = [c for c in decision.candidates if c.identity_id != identity_id]
+        candidates = [c for c in decision.candidates if c.identity_id != identity_id][:MAX_REVIEW_CANDIDATES]
         evidence = _evidence_lines(candidates)
         task_id = self._review_task(tx, pid, [c.identity_id for c in candidates] or list(decision.also), put,
                                     reason=f"identity review ({decision.rule})", evidence=evidence,
@@ -333,7 +334,7 @@ def _input_type(item: dict[str, Any]) -> str | None:
 
 def _evidence_lines(candidates: list[Candidate]) -> list[str]:
     lines = []
-    for c in candidates[:5]:
+    for c in candidates:
         parts = ", ".join(f"{e.field} {e.level} {e.weight:+.1f}" for e in c.evidence)
         blocked = f"; cannot link: {', '.join(c.cannot_link)}" if c.cannot_link else ""
         lines.append(f"Patient/{c.identity_id}: p={c.probability:.4f} ({c.grade}){blocked}; {parts}")

@@ -9,8 +9,25 @@ from collections.abc import Iterator
 __all__ = ["nhs_number", "messages"]
 
 _FAMILY = ["SYNTHETIC", "EXAMPLE", "TESTER", "SAMPLE", "DUMMY", "FICTION", "MOCK", "PLACEHOLDER"]
-_GIVEN_F = ["Amber", "Bea", "Cara", "Dee", "Eve", "Fay", "Gwen", "Hana"]
-_GIVEN_M = ["Alfie", "Ben", "Cal", "Dan", "Eli", "Finn", "Gus", "Hal"]
+_GIVEN_F = ["Amber", "Bea", "Cara", "Dee", "Eve", "Fay", "Gwen", "Hana", "Isla", "Jade", "Kira", "Lena", "Mia",
+            "Nell", "Orla", "Pia", "Rosa", "Tess"]
+_GIVEN_M = ["Alfie", "Ben", "Cal", "Dan", "Eli", "Finn", "Gus", "Hal", "Ivo", "Jon", "Kit", "Leo", "Max", "Ned",
+            "Otto", "Rex", "Sam", "Ted"]
+
+
+_START = ["Ash", "Bram", "Cald", "Dun", "Elm", "Fen", "Glen", "Hol", "Kirk", "Lang", "Mar", "Nor", "Oak", "Pen",
+          "Ral", "Stan", "Thorn", "Wal"]
+_END = ["by", "croft", "dale", "field", "ford", "gate", "ham", "hurst", "ley", "mere", "ridge", "ton", "well", "wick"]
+
+
+def _surname(rng: random.Random) -> str:
+    """Made-up surnames (252 of them), as varied as a small town's, so identity matching sees realistic
+    candidate sets (a handful per record, not thousands)."""
+    return (rng.choice(_START) + rng.choice(_END)).upper()
+
+
+def _letters(n: int) -> str:
+    return chr(65 + n % 26) + chr(65 + (n // 26) % 26)
 
 
 def nhs_number(seed: int) -> str:
@@ -44,12 +61,13 @@ def messages(count: int, *, seed: int = 7) -> Iterator[bytes]:
         patient = rng.randrange(count // 3 + 1)
         nhs = nhs_number(1000 + patient * 7)
         female = patient % 2 == 0
-        given = (_GIVEN_F if female else _GIVEN_M)[patient % 8]
-        family = _FAMILY[patient % 8]
-        dob = f"{2000 + patient % 26:04d}{1 + patient % 12:02d}{1 + patient % 28:02d}"
+        person = random.Random(patient)  # the same patient always has the same made-up details
+        given = person.choice(_GIVEN_F if female else _GIVEN_M)
+        family = _surname(person)
+        dob = f"{person.randrange(1990, 2026):04d}{person.randrange(1, 13):02d}{person.randrange(1, 29):02d}"
         ts = f"2026{1 + i % 12:02d}{1 + i % 28:02d}{8 + i % 10:02d}{i % 60:02d}00"
         pid = _seg("PID", {1: "1", 3: f"{nhs}^^^NHS^NH~M{patient:07d}^^^RX1^MR", 5: f"{family}^{given}^^^^^L", 7: dob,
-                           8: "F" if female else "M", 11: f"{patient} Example Road^^Exampletown^^ZZ99 {patient % 9}AA^GBR^H",
+                           8: "F" if female else "M", 11: f"{patient} Example Road^^Exampletown^^ZZ99 {patient % 9}{_letters(patient)}^GBR^H",
                            13: f"0770090{patient % 10000:04d}^PRN^CP", 32: "NSTS01"})
         if rng.random() < 0.7:
             trigger = rng.choice(["A01", "A04", "A08"])

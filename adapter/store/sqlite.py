@@ -156,6 +156,11 @@ def _stored(version_id: int, last_updated: str, source_time: str | None, content
     return StoredResource(resource, version_id, last_updated, source_time)
 
 
+def _flag_subject(flag: dict[str, Any]) -> str | None:
+    ref = (flag.get("subject") or {}).get("reference", "")
+    return ref[8:] if isinstance(ref, str) and ref.startswith("Patient/") else None
+
+
 def _inbound(row: tuple[Any, ...]) -> InboundMessage:
     *head, payload, replay_of = row  # the columns of _INBOUND_COLUMNS, in order
     message_id, channel, source, sender, control_id, received_at, status, error_code, error_location = head
@@ -221,6 +226,9 @@ class _SqliteTransaction:
         # rows are only written early while no savepoint is open, so a ROLLBACK TO never undoes rows
         # logged before its savepoint.
         self._pending: list[tuple[int, tuple[Any, ...]]] = []
+        # subjects of the Flags put in this transaction (their index rows are held back): flag id -> Patient id
+        # or None; kept in step with _current, savepoint rollbacks included (flags_of_patients)
+        self._flag_subject: dict[str, str | None] = {}
 
     def _current_row(self, resource_type: str, resource_id: str) -> tuple[Any, ...] | None:
         key = (resource_type, resource_id)
@@ -300,6 +308,8 @@ class _SqliteTransaction:
             if self._savepoints:
                 self._undo.append(((rtype, rid), current))  # _current_row cached ``current`` for the key
             self._current[(rtype, rid)] = (version_id, now, source_time, content, vrow)
+            if rtype == "Flag":
+                self._flag_subject[rid] = _flag_subject(body)
             # rewrite only the index rows that changed (an update rarely touches most searchable values)
             rows = index_rows(body)
             if current is not None:
@@ -399,11 +409,8 @@ class _SqliteTransaction:
             found = {r[0] for r in self._connection().execute(
                 "SELECT id FROM search_index WHERE type = 'Flag' AND param = 'subject' AND system = 'Patient' "
                 f"AND value IN ({marks})", tuple(wanted))}
-        for (rtype, rid), row in self._current.items():
-            if rtype != "Flag" or row is None:
-                continue
-            subject = (json.loads(row[3]).get("subject") or {}).get("reference", "")
-            if subject.startswith("Patient/") and subject[8:] in wanted:
+        for rid, subject in self._flag_subject.items():
+            if subject in wanted:
                 found.add(rid)
             else:
                 found.discard(rid)
@@ -441,6 +448,8 @@ class _SqliteTransaction:
                 del self._pending[pending_mark:]
                 for key, previous in reversed(self._undo[undo_mark:]):
                     self._current[key] = previous
+                    if key[0] == "Flag":
+                        self._flag_subject[key[1]] = None if previous is None else _flag_subject(json.loads(previous[3]))
                 del self._undo[undo_mark:]
                 with _translated("savepoint rollback"):
                     conn.execute(f"ROLLBACK TO {name}")
