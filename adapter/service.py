@@ -18,7 +18,7 @@ from adapter.api.routes.identity import identity_router
 from adapter.api.routes.ingest import ingest_router
 from adapter.inbound import mllp
 from adapter.inbound.listener import PipelineHandler
-from adapter.notify import prepare_notifications
+from adapter.notify import configure_organisations, prepare_notifications
 from adapter.pipeline import Pipeline
 from adapter.settings import Settings
 from adapter.store.sqlite import SqliteStore
@@ -39,7 +39,9 @@ class _Server(uvicorn.Server):
 def open_pipeline(settings: Settings, *, bulk: bool = False) -> Pipeline:
     """``bulk``: a file load that commits in large batches (bigger writer cache; see SqliteStore)."""
     store = SqliteStore(settings.db, synchronous=settings.sqlite_synchronous, writer_cache_mb=64 if bulk else None)
-    return Pipeline(store, settings)
+    pipeline = Pipeline(store, settings)
+    configure_organisations(store, settings, check=pipeline.check_resource)  # who notifications go to
+    return pipeline
 
 
 async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "carethread",

@@ -42,6 +42,7 @@ __all__ = [
     "Organisation",
     "UnknownRecipient",
     "communication_id",
+    "configure_organisations",
     "default_check",
     "load_organisations",
     "notify",
@@ -52,11 +53,17 @@ __all__ = [
 ]
 
 
+def configure_organisations(store: Store, settings: Settings, *, check: Check | None = None) -> None:
+    """Load the organisations configuration (ConfigError if it is wrong) and upsert its Organizations and
+    Subscriptions: every process that may notify (serve, sandbox, ingest) does this at start."""
+    sync_organisations(store, load_organisations(_organisations_file(settings.organisations)), check or default_check)
+
+
 def prepare_notifications(store: Store, settings: Settings, *, check: Check | None = None) -> DeliveryWorker:
-    """Load the organisations configuration (ConfigError if it is wrong), upsert its Organizations and
-    Subscriptions, and return the delivery worker (not started: ``worker.start()`` in the running loop)."""
+    """Configure the organisations and return the delivery worker (not started: ``worker.start()`` in
+    the running loop)."""
     check = check or default_check
-    sync_organisations(store, load_organisations(_organisations_file(settings.organisations)), check)
+    configure_organisations(store, settings, check=check)
     return DeliveryWorker(store, DeliverySettings(), check=check)
 
 
