@@ -11,7 +11,7 @@ from typing import Any
 
 from adapter import __version__
 from adapter.store.query import DEFAULT_COUNT, MAX_COUNT
-from adapter.store.search import SEARCH_PARAMS, describe, search_includes
+from adapter.store.search import IDENTITY_PARAM_URL, SEARCH_PARAMS, describe, search_includes
 
 __all__ = ["INTERACTIONS", "RESOURCE_TYPES", "capability_statement"]
 
@@ -19,8 +19,16 @@ RESOURCE_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
 INTERACTIONS: tuple[str, ...] = ("read", "vread", "update", "history-instance", "create", "search-type")
 
 
+# operations the service answers (adapter/api/routes/identity.py)
+OPERATIONS = {"Patient": [{"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match",
+                           "documentation": "Master Patients that may be the given person, with search.score and "
+                                            "match-grade; nothing is stored"}]}
+
+
 def _resource(resource_type: str) -> dict[str, Any]:
+    operations = {"operation": OPERATIONS[resource_type]} if resource_type in OPERATIONS else {}
     return {
+        **operations,
         "type": resource_type,
         "interaction": [{"code": code} for code in INTERACTIONS],
         "versioning": "versioned",
@@ -29,7 +37,8 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "conditionalUpdate": False,
         "searchInclude": search_includes(resource_type),
         "searchParam": [
-            {"name": p.name, "type": p.type, "documentation": describe(p)}
+            {"name": p.name, "type": p.type, "documentation": describe(p),
+             **({"definition": IDENTITY_PARAM_URL} if p.identity is not None else {})}
             for p in SEARCH_PARAMS[resource_type].values()
         ],
     }
