@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("file", type=Path, metavar="FILE")
     train.add_argument("out", type=Path, metavar="OUT")
     train.add_argument("--version", required=True)
+    rules = sub.add_parser("rules", help="safeguarding rules (adapter.rules)")
+    rsub = rules.add_subparsers(dest="rules_command", required=True)
+    daily = rsub.add_parser("run-daily", help="evaluate the clock rules (at 18, continuity ends, handover gap) now")
+    _add_db(daily)
+    daily.add_argument("--today", type=date.fromisoformat, help="evaluate as of this day (YYYY-MM-DD, UTC noon)")
     validate = sub.add_parser("validate", help="validate FHIR R4 JSON resources or Bundles against the profiles")
     validate.add_argument("--profile", help="profile URL (default: each resource's meta.profile, else ours)")
     validate.add_argument("paths", nargs="+", type=Path, metavar="FILE")
@@ -118,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             return _convert(args)
         if args.command == "linkage":
             return _linkage(args)
+        if args.command == "rules":
+            return _rules(args)
         if args.command == "validate":
             from adapter.conformance.cli import run_validate
 
@@ -127,6 +134,20 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.location}: " if exc.location and exc.location not in exc.message else ""
         print(f"carethread: configuration error: {where}{exc.message}", file=sys.stderr)
         return 2
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from adapter.rules import run_daily
+    from adapter.service import open_pipeline
+
+    pipeline = open_pipeline(_settings(args))
+    now = datetime.now(UTC) if args.today is None else datetime.combine(args.today, time(12), tzinfo=UTC)
+    try:
+        count = run_daily(pipeline.store, pipeline.rules, now)
+    finally:
+        pipeline.store.close()
+    print(f"rules run-daily: {count} identities evaluated as of {now.date().isoformat()}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

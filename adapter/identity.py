@@ -147,7 +147,7 @@ class IdentityService:
                   put: Put) -> Applied | None:
         """A source Patient just stored (``related``: the RelatedPersons its message produced, for the
         mother's identifiers).  Masters and Patients of unknown source are left alone."""
-        if is_master(patient) or source not in ("maternity", "health-visiting", "gp"):
+        if is_master(patient) or source not in ("maternity", "health-visiting", "gp", "derived"):
             return None
         pid = patient["id"]
         mother_nhs, mother_local = _mother_of(pid, related)

@@ -31,6 +31,7 @@ from adapter.inbound.hl7v2 import Header, read_message, sniff_header
 from adapter.notify.communications import notify
 from adapter.mapping import MappingContext, MappingSet, load_mappings, map_message, map_record
 from adapter.records import Issue, Outcome, issue_from_error
+from adapter.rules import RulesEngine, load_rules
 from adapter.settings import Settings
 from adapter.store.base import Store, StoredResource, Transaction
 
@@ -178,6 +179,10 @@ class Pipeline:
         self.accepted_processing_ids = frozenset(p.upper() for p in settings.accepted_processing_ids)
         self.events = self.mappings.events()  # what the (possibly overlaid) mapping files handle
         self.identity = IdentityService(alert=self._identity_alert)  # the linkage model, checked at start-up
+        # every "now" of the safeguarding rules (the sandbox moves it); the rules checked at start-up
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.rules = RulesEngine(load_rules(settings.rules), put=self._put_derived, check=self.check_resource,
+                                 reconcile_derived=self._reconcile_derived)
 
     # --- entry points -------------------------------------------------------------------------------
 
@@ -463,7 +468,24 @@ class Pipeline:
         for resource in resources:
             if resource["resourceType"] == "Patient":
                 self._reconcile(tx, resource["id"], source, resources)
+        self._run_rules(tx, resources)
         return written, changed
+
+    def _run_rules(self, tx: Transaction, resources: list[dict[str, Any]]) -> None:
+        """The safeguarding rules (adapter.rules) on each identity the unit touched, in its transaction."""
+        now = self.clock()
+        for identity_id in self.rules.identities_of(tx, resources):
+            try:
+                with tx.savepoint():
+                    self.rules.evaluate(tx, identity_id, now)
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a rule defect must not lose the record: stored, logged
+                _log.exception("safeguarding rules failed for identity %s (%s)", identity_id, type(exc).__name__)
+
+    def _reconcile_derived(self, tx: Transaction, patient: dict[str, Any]) -> None:
+        """A Patient the rules derived (a father known only as a RelatedPerson) joins identity reconciliation."""
+        self.identity.reconcile(tx, patient, "derived", [], lambda r: self._put_derived(tx, r))
 
     def _reconcile(self, tx: Transaction, patient_id: str, source: str, related: list[dict[str, Any]]) -> None:
         stored = tx.read("Patient", patient_id)
@@ -477,7 +499,7 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - a failed match must not lose the record: stored, not linked
             _log.exception("identity reconciliation failed (%s): the record is stored unlinked", type(exc).__name__)
 
-    def _put_derived(self, tx: Transaction, resource: dict[str, Any]) -> None:
+    def _put_derived(self, tx: Transaction, resource: dict[str, Any]) -> None:  # also the rules' writer
         """Store a resource Carethread derived (master Patients, links, review Tasks): validated, written
         as given (no merge with the stored version: the deriving code read it), unless unchanged."""
         stored = tx.read(resource["resourceType"], resource["id"])

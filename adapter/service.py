@@ -16,14 +16,18 @@ from adapter.api.app import create_app
 from adapter.api.routes.hl7v2 import hl7v2_router
 from adapter.api.routes.identity import identity_router
 from adapter.api.routes.ingest import ingest_router
+from adapter.api.routes.summary import summary_router
 from adapter.inbound import mllp
 from adapter.inbound.listener import PipelineHandler
 from adapter.notify import configure_organisations, prepare_notifications
 from adapter.pipeline import Pipeline
+from adapter.rules import run_daily
 from adapter.settings import Settings
 from adapter.store.sqlite import SqliteStore
 
-__all__ = ["run_services", "open_pipeline"]
+__all__ = ["run_services", "open_pipeline", "daily_rules"]
+
+DAILY_RULES_INTERVAL = 3600.0  # seconds between evaluations of the clock rules (at 18, handover gap)
 
 _log = logging.getLogger("carethread.service")
 
@@ -44,11 +48,23 @@ def open_pipeline(settings: Settings, *, bulk: bool = False) -> Pipeline:
     return pipeline
 
 
+async def daily_rules(pipeline: Pipeline, interval: float = DAILY_RULES_INTERVAL) -> None:
+    """The safeguarding rules' clocks (adapter.rules.run_daily): at start, then every ``interval`` seconds,
+    in a worker thread (the store's transaction blocks); until cancelled."""
+    while True:
+        try:
+            await asyncio.to_thread(run_daily, pipeline.store, pipeline.rules, pipeline.clock())
+        except Exception as exc:  # noqa: BLE001 - the next run tries again
+            _log.exception("daily safeguarding rules failed (%s)", type(exc).__name__)
+        await asyncio.sleep(interval)
+
+
 async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "carethread",
                        before_ready: Callable[[], None] | None = None) -> int:
     # organisations from configuration (ConfigError stops start-up), and the notification delivery worker
     delivery = prepare_notifications(pipeline.store, settings, check=pipeline.check_resource)
-    routers = [hl7v2_router(pipeline), ingest_router(pipeline), identity_router(pipeline)]
+    routers = [hl7v2_router(pipeline), ingest_router(pipeline), identity_router(pipeline),
+               summary_router(pipeline)]
     app = create_app(pipeline.store, routers=routers,
                      validate_resource=pipeline.resource_issues)
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
@@ -61,6 +77,7 @@ async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "
     try:
         # bind here, not inside uvicorn, so a busy port is a clear message and exit status 1
         http_socket = socket.create_server((settings.host, settings.http_port), reuse_port=False)
+        http_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
     except OSError as exc:
         print(f"{label}: could not start the HTTP server on {settings.host}:{settings.http_port} "
               f"({exc.strerror})", file=sys.stderr)
@@ -86,6 +103,7 @@ async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "
     if before_ready is not None:
         before_ready()
     delivery.start()  # pending notifications, a previous run's included, go out from now
+    rules_task = asyncio.create_task(daily_rules(pipeline))  # at-18 and handover-gap clocks
     print(f"{label} ready: fhir=http://{settings.host}:{http_port}/fhir hl7v2-http=http://{settings.host}:"
           f"{http_port}/hl7v2 mllp={settings.host}:{mllp_port} db={settings.db}", flush=True)
     stop_task = asyncio.create_task(stop.wait())
@@ -95,6 +113,9 @@ async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "
     with contextlib.suppress(asyncio.CancelledError):
         await http_task
     stop_task.cancel()
+    rules_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await rules_task
     await delivery.stop()
     pipeline.store.close()
     _log.info("%s stopped", label)

@@ -29,3 +29,4 @@ class Settings(BaseSettings):
     mllp_idle_timeout: float = 300.0
     ingest_batch_size: int = 2000  # messages per transaction in bulk file ingest
     organisations: Path | None = Path("sandbox/organisations.yaml")  # who is notified (adapter.notify)
+    rules: Path | None = None  # site overlay of mappings/rules/safeguarding.yaml (adapter.rules)

@@ -186,6 +186,8 @@ def _listing(shipped: Path, overlay: Path | None) -> dict[str, tuple[Path, str]]
             if path.is_dir() or path.suffix in (".md", ".txt") or path.name.startswith("."):
                 continue
             rel = path.relative_to(base).as_posix()
+            if rel.startswith("rules/"):  # the safeguarding rules' declarations (adapter.rules), not mappings
+                continue
             if path.suffix != ".yaml":
                 raise ConfigError(f"{path}: mapping files end in .yaml", location=str(path))
             files[rel] = (path, origin)

@@ -194,6 +194,12 @@ class Transaction(Protocol):
         and, if given, the next attempt time. Raises KeyError for an unknown row."""
         ...
 
+    # -- rules engine -- (adapter.rules)
+    def resources_of_patients(self, resource_types: list[str], patient_ids: list[str]) -> list[StoredResource]:
+        """The current version of every resource of these types whose ``patient`` search parameter is one of
+        these Patients, this transaction's writes included, in (type, id) order (one person's records)."""
+        ...
+
 
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]:

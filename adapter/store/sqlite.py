@@ -161,6 +161,15 @@ def _flag_subject(flag: dict[str, Any]) -> str | None:
     return ref[8:] if isinstance(ref, str) and ref.startswith("Patient/") else None
 
 
+_PATIENT_PARAMS = ("patient", "subject", "actor")  # the index rows behind the ``patient`` search parameter
+
+
+def _patients_of_rows(rows: Any) -> frozenset[str]:
+    """Patient ids a resource is about (its subject, patient or participant actor index rows: param, system,
+    value, high)."""
+    return frozenset(row[2] for row in rows if row[1] == "Patient" and row[0] in _PATIENT_PARAMS)
+
+
 def _inbound(row: tuple[Any, ...]) -> InboundMessage:
     *head, payload, replay_of = row  # the columns of _INBOUND_COLUMNS, in order
     message_id, channel, source, sender, control_id, received_at, status, error_code, error_location = head
@@ -229,6 +238,10 @@ class _SqliteTransaction:
         # subjects of the Flags put in this transaction (their index rows are held back): flag id -> Patient id
         # or None; kept in step with _current, savepoint rollbacks included (flags_of_patients)
         self._flag_subject: dict[str, str | None] = {}
+        # rules engine: the Patients (search parameter ``patient``) of every resource put in this transaction,
+        # and the reverse, kept in step with _current (resources_of_patients)
+        self._patients: dict[tuple[str, str], frozenset[str]] = {}
+        self._by_patient: dict[str, set[tuple[str, str]]] = {}
 
     def _current_row(self, resource_type: str, resource_id: str) -> tuple[Any, ...] | None:
         key = (resource_type, resource_id)
@@ -312,6 +325,7 @@ class _SqliteTransaction:
                 self._flag_subject[rid] = _flag_subject(body)
             # rewrite only the index rows that changed (an update rarely touches most searchable values)
             rows = index_rows(body)
+            self._set_patients((rtype, rid), _patients_of_rows(rows))  # rules engine (resources_of_patients)
             if current is not None:
                 old_rows, new_rows = set(index_rows(json.loads(current[3]))), set(rows)
                 log.extend((_DELETE, (rtype, rid, *row)) for row in old_rows - new_rows)
@@ -450,6 +464,8 @@ class _SqliteTransaction:
                     self._current[key] = previous
                     if key[0] == "Flag":
                         self._flag_subject[key[1]] = None if previous is None else _flag_subject(json.loads(previous[3]))
+                    self._set_patients(key, frozenset() if previous is None
+                                       else _patients_of_rows(index_rows(json.loads(previous[3]))))
                 del self._undo[undo_mark:]
                 with _translated("savepoint rollback"):
                     conn.execute(f"ROLLBACK TO {name}")
@@ -526,6 +542,45 @@ class _SqliteTransaction:
             updated = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?",
                                    (outbox_id,)).fetchone()
         return _outbox(updated)
+
+
+    # -- rules engine (adapter.rules) --------------------------------------------------------------------------
+    # The resources of one person's records, this transaction's writes included (their index rows may still be
+    # held back: _pending), so a rule sees the identity's whole state as the transaction will commit it.
+
+    def _set_patients(self, key: tuple[str, str], patients: frozenset[str]) -> None:
+        old = self._patients.get(key)
+        if old == patients:
+            return
+        for pid in old or ():
+            members = self._by_patient.get(pid)
+            if members is not None:
+                members.discard(key)
+        for pid in patients:
+            self._by_patient.setdefault(pid, set()).add(key)
+        self._patients[key] = patients
+
+    def resources_of_patients(self, resource_types: list[str], patient_ids: list[str]) -> list[StoredResource]:
+        """The current version of every resource of these types whose subject, patient or participant actor
+        (the ``patient`` search parameter) is one of these Patients, this transaction's writes included; in
+        (type, id) order.  Uses the search index (no scan): meant for one person's handful of records."""
+        wanted, types = set(patient_ids), set(resource_types)
+        if not wanted or not types:
+            return []
+        pmarks, tmarks = ",".join("?" * len(wanted)), ",".join("?" * len(types))
+        with _translated("resources_of_patients"):
+            found = {(r[0], r[1]) for r in self._connection().execute(
+                f"SELECT type, id FROM search_index WHERE type IN ({tmarks}) AND param IN ('patient', 'subject', 'actor') "
+                f"AND value IN ({pmarks}) AND system = 'Patient'", (*sorted(types), *sorted(wanted)))}
+        found = {key for key in found if key not in self._patients or self._patients[key] & wanted}
+        for pid in wanted:
+            found.update(key for key in self._by_patient.get(pid, ()) if key[0] in types)
+        out = []
+        for rtype, rid in sorted(found):
+            stored = self.read(rtype, rid)
+            if stored is not None:
+                out.append(stored)
+        return out
 
 
 class SqliteStore:

@@ -19,10 +19,17 @@ RESOURCE_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
 INTERACTIONS: tuple[str, ...] = ("read", "vread", "update", "history-instance", "create", "search-type")
 
 
-# operations the service answers (adapter/api/routes/identity.py)
+# operations the service answers (adapter/api/routes/identity.py, summary.py)
 OPERATIONS = {"Patient": [{"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match",
                            "documentation": "Master Patients that may be the given person, with search.score and "
-                                            "match-grade; nothing is stored"}]}
+                                            "match-grade; nothing is stored"},
+                          {"name": "safeguarding-summary",
+                           "definition": "https://fhir.carethread.org/OperationDefinition/Patient-safeguarding-summary",
+                           "documentation": "GET on a master or any source Patient: a collection Bundle (Composition "
+                                            "first) for the whole identity: active and historical safeguarding "
+                                            "flags with their provenance and evidence, was-not-brought events of "
+                                            "the last 12 months by source, related persons with their ages, "
+                                            "organisations involved, pending notifications"}]}
 
 
 def _resource(resource_type: str) -> dict[str, Any]:
