@@ -164,7 +164,8 @@ def _serve(args: argparse.Namespace) -> int:
                 print(line, flush=True)
 
     label = "carethread sandbox" if args.command == "sandbox" else "carethread"
-    return asyncio.run(run_services(settings, pipeline, label=label, before_ready=before_ready))
+    return asyncio.run(run_services(settings, pipeline, label=label, before_ready=before_ready,
+                                    sandbox=args.command == "sandbox"))
 
 
 def _ingest(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import uvicorn
 
@@ -16,7 +17,9 @@ from adapter.api.app import create_app
 from adapter.api.routes.hl7v2 import hl7v2_router
 from adapter.api.routes.identity import identity_router
 from adapter.api.routes.ingest import ingest_router
+from adapter.api.routes.sandbox import sandbox_router
 from adapter.api.routes.summary import summary_router
+from adapter.clock import SandboxClock
 from adapter.inbound import mllp
 from adapter.inbound.listener import PipelineHandler
 from adapter.notify import configure_organisations, prepare_notifications
@@ -60,11 +63,23 @@ async def daily_rules(pipeline: Pipeline, interval: float = DAILY_RULES_INTERVAL
 
 
 async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "carethread",
-                       before_ready: Callable[[], None] | None = None) -> int:
+                       before_ready: Callable[[], None] | None = None, sandbox: bool = False) -> int:
+    """``sandbox``: the pipeline's clock becomes a SandboxClock that ``POST /sandbox/clock`` moves forward
+    (rules and notification delivery both follow it); elsewhere time is real and that endpoint absent."""
     # organisations from configuration (ConfigError stops start-up), and the notification delivery worker
     delivery = prepare_notifications(pipeline.store, settings, check=pipeline.check_resource)
     routers = [hl7v2_router(pipeline), ingest_router(pipeline), identity_router(pipeline),
                summary_router(pipeline)]
+    if sandbox:
+        clock = SandboxClock()
+        pipeline.clock = clock
+        delivery.clock = clock
+
+        def after_move(now: datetime) -> None:
+            run_daily(pipeline.store, pipeline.rules, now)
+            delivery.wake()
+
+        routers.append(sandbox_router(clock, after_move))
     app = create_app(pipeline.store, routers=routers,
                      validate_resource=pipeline.resource_issues)
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
