@@ -32,6 +32,7 @@ from synthetic import messages  # noqa: E402
 
 from adapter.fhir import validate_r4  # noqa: E402
 from adapter.inbound.mllp import MLLPClient  # noqa: E402
+from adapter.notify import configure_organisations  # noqa: E402
 from adapter.pipeline import Pipeline  # noqa: E402
 from adapter.settings import Settings  # noqa: E402
 from adapter.store.sqlite import SqliteStore  # noqa: E402
@@ -49,6 +50,7 @@ def bench_bulk(msgs: list[bytes], tmp: Path, validation: str = "full") -> float:
     db = tmp / f"bulk-{validation}.sqlite3"
     store = SqliteStore(db, synchronous="NORMAL", writer_cache_mb=64)  # as `carethread ingest`
     pipeline = Pipeline(store, Settings(db=db))
+    configure_organisations(store, pipeline.settings, check=pipeline.check_resource)  # as `carethread ingest`
     if validation == "r4":
         pipeline.check_resource = validate_r4  # type: ignore[method-assign]
     elif validation == "none":

@@ -65,6 +65,7 @@ def messages(count: int, *, seed: int = 7) -> Iterator[bytes]:
         given = person.choice(_GIVEN_F if female else _GIVEN_M)
         family = _surname(person)
         dob = f"{person.randrange(1990, 2026):04d}{person.randrange(1, 13):02d}{person.randrange(1, 29):02d}"
+        father_dob = f"{int(dob[:4]) - person.randrange(17, 41):04d}{person.randrange(1, 13):02d}01"  # a few are teens
         ts = f"2026{1 + i % 12:02d}{1 + i % 28:02d}{8 + i % 10:02d}{i % 60:02d}00"
         pid = _seg("PID", {1: "1", 3: f"{nhs}^^^NHS^NH~M{patient:07d}^^^RX1^MR", 5: f"{family}^{given}^^^^^L", 7: dob,
                            8: "F" if female else "M", 11: f"{patient} Example Road^^Exampletown^^ZZ99 {patient % 9}{_letters(patient)}^GBR^H",
@@ -75,7 +76,7 @@ def messages(count: int, *, seed: int = 7) -> Iterator[bytes]:
                 _msh(ts, f"ADT^{trigger}^ADT_A01", f"B{i:08d}"), f"EVN|{trigger}|{ts}", pid,
                 _seg("PD1", {3: "Example Surgery^^^^^^^^^Y12345"}),
                 _seg("NK1", {1: "1", 2: f"{family}^{_GIVEN_M[(patient + 1) % 8]}", 3: "FTH^Father^HL70063", 15: "M",
-                             16: f"{1990 + patient % 20}0101"}),
+                             16: father_dob}),
                 _seg("NK1", {1: "2", 2: f"{family}^{_GIVEN_F[(patient + 3) % 8]}", 3: "GRP^Grandparent^HL70063"}),
                 _seg("PV1", {1: "1", 2: rng.choice("IOE"), 3: "MATWARD^Bay 1^Bed 2^RX1", 10: "OBS",
                              19: f"V{i:08d}^^^RX1", 44: ts}),
