@@ -46,7 +46,7 @@ from adapter.fhir import CT, NHS_NUMBER_SYSTEM
 from adapter.identity import MASTER_TAG, RECORD_TYPE_CS, is_master, record_of
 from adapter.mapping.ids import resource_id
 from adapter.notify.communications import RULE_SYSTEM, notify, rule_codes
-from adapter.notify.organisations import ODS_SYSTEM
+from adapter.notify.organisations import ODS_SYSTEM, ROLES, UnknownRecipient, organization_id, resolve_recipients
 from adapter.rules.config import RuleSet, load_rules
 from adapter.store.base import Store, Transaction
 
@@ -240,6 +240,9 @@ class RulesEngine:
         self._history_codes = set(self.rules["at-18"]["history_codes"])
         self._child_flags: dict[str, str] = self.rules["continuity-past-16"]["child_flags"]
         self._child_codes = set(self._child_flags) | {"history-of-child-safeguarding"}
+        # role -> the ODS codes of the configured organisations that have it, and the Organizations' versions
+        # it was read from (_by_role): notify() would list every Organization for each notification
+        self._roles: tuple[dict[str, tuple[int, str]], dict[str, list[str] | None]] | None = None
 
     # --- entry points ------------------------------------------------------------------------------------
 
@@ -388,8 +391,37 @@ class RulesEngine:
                 out.append(role)
         return list(dict.fromkeys(out))
 
+    def _by_role(self, tx: Transaction, recipients: list[str]) -> list[str]:
+        """``recipients`` with each role replaced by the ODS codes of the configured organisations that have
+        it, in the order notify() would find them (so it reads those Organizations by id instead of listing
+        them all); unchanged when the store cannot tell whether the Organizations changed, and a role nobody
+        has, or one of an organisation whose id is not its ODS code's, is left for notify() to judge."""
+        versions_of = getattr(tx, "versions_of", None)
+        if versions_of is None or not any(r in ROLES for r in recipients):
+            return recipients
+        versions = versions_of("Organization")
+        if self._roles is None or self._roles[0] != versions:
+            self._roles = (versions, {})
+        cache = self._roles[1]
+        out: list[str] = []
+        for recipient in recipients:
+            if recipient not in ROLES:
+                out.append(recipient)
+                continue
+            if recipient not in cache:
+                try:
+                    found = resolve_recipients(tx, [recipient])
+                except UnknownRecipient:
+                    found = []
+                exact = bool(found) and all(org_id == organization_id(ods) for ods, org_id, _ in found)
+                cache[recipient] = [ods for ods, _, _ in found] if exact else None
+            codes = cache[recipient]
+            out += [recipient] if codes is None else codes
+        return list(dict.fromkeys(out))
+
     def _notify(self, ctx: _Ctx, rule_id: str, recipients: list[str], subject: str, payload: list[str],
                 reason: str, dedup: str, priority: str) -> list[dict[str, Any]]:
+        recipients = self._by_role(ctx.tx, recipients)
         try:
             with ctx.tx.savepoint():
                 return notify(ctx.tx, rule_id=rule_id, recipients=recipients, subject_ref=subject,
@@ -782,11 +814,14 @@ class RulesEngine:
             self.put(ctx.tx, patient)
             self._provenance(ctx, "young-father", [f"Patient/{pid}"], [rp], "derived-patient")
             _log.info("derived patient %s rule=young-father", pid)
-        if self.reconcile_derived is not None:
+        found = ctx.tx.identity_of(pid)
+        # a derived father already in identity reconciliation stays there: his record does not change, and a
+        # record of him arriving later is matched against it then
+        if self.reconcile_derived is not None and (existing is None or found is None):
             stored = ctx.tx.read("Patient", pid)
             if stored is not None:
                 self.reconcile_derived(ctx.tx, stored.resource)
-        found = ctx.tx.identity_of(pid)
+            found = ctx.tx.identity_of(pid)
         return found[0] if found else pid
 
     def _household(self, ctx: _Ctx, person: Person, mothers: list[Person]) -> None:
@@ -906,31 +941,52 @@ def _all(store: Store, rtype: str, params: list[tuple[str, str]]) -> Iterable[di
 
 
 def daily_identities(store: Store, engine: RulesEngine, today: date) -> list[str]:
-    """The identities whose clocks may have run out today (committed data; searches, no scan): masters turning
-    18 (within the look-back), subjects of active derived flags (continuity ends), and babies discharged from
-    maternity around the handover deadline."""
+    """The identities whose clocks may have run out today (committed data; index seeks, no scan): masters
+    turning 18 (within the look-back), subjects of active derived flags (continuity ends), and babies discharged
+    from maternity around the handover deadline."""
     adult_age = engine.rules["continuity-past-16"]["adult_age"]
     lookback = engine.rules["at-18"]["lookback_days"]
     hi = add_years(today, -adult_age)
     lo = hi - timedelta(days=lookback)
+    h = engine.rules["handover-gap"]
+    since = today - timedelta(days=h["days"] + lookback + h["newborn_days"])
+    ids_matching = getattr(store, "ids_matching", None)  # SqliteStore: direct index lookups
+    fields_matching = getattr(store, "fields_matching", None)
     out: dict[str, None] = {}
     master = f"{MASTER_TAG['system']}|{MASTER_TAG['code']}"
-    for patient in _all(store, "Patient", [("birthdate", f"ge{lo.isoformat()}"), ("birthdate", f"le{hi.isoformat()}"),
-                                           ("_tag", master)]):
-        out.setdefault(patient["id"], None)
     derived = f"{DERIVED_TAG['system']}|{DERIVED_TAG['code']}"
-    for flag in _all(store, "Flag", [("_tag", derived), ("status", "active")]):
+    encounter_rows: list[tuple[Any, ...]] | None = None
+    if ids_matching is not None and fields_matching is not None:
+        patients: Iterable[str] = ids_matching(
+            "Patient", date=("birthdate", lo.isoformat(), hi.isoformat()),
+            tokens=[("_tag", MASTER_TAG["system"], MASTER_TAG["code"])])
+        flags: Iterable[dict[str, Any]] = (
+            {"subject": {"reference": ref or ""}} for _fid, ref in fields_matching(
+                "Flag", ["$.subject.reference"],
+                tokens=[("_tag", DERIVED_TAG["system"], DERIVED_TAG["code"]), ("status", None, "active")]))
+        encounter_rows = fields_matching("Encounter", ["$.period.end", "$.subject.reference"],
+                                         date=("date", since.isoformat(), None))
+    else:
+        patients = (p["id"] for p in _all(store, "Patient", [("birthdate", f"ge{lo.isoformat()}"),
+                                                             ("birthdate", f"le{hi.isoformat()}"), ("_tag", master)]))
+        flags = _all(store, "Flag", [("_tag", derived), ("status", "active")])
+    for pid in patients:
+        out.setdefault(pid, None)
+    for flag in flags:
         ref = (flag.get("subject") or {}).get("reference", "")
         if ref.startswith("Patient/"):
             out.setdefault(ref[8:], None)
-    h = engine.rules["handover-gap"]
-    since = today - timedelta(days=h["days"] + lookback + h["newborn_days"])
     with store.transaction() as tx:
-        for enc in _all(store, "Encounter", [("date", f"ge{since.isoformat()}")]):
-            end = _day((enc.get("period") or {}).get("end"))
+        encounters: Iterable[tuple[Any, Any]] = (
+            (((e.get("period") or {}).get("end"), (e.get("subject") or {}).get("reference", ""))
+             for e in _all(store, "Encounter", [("date", f"ge{since.isoformat()}")]))
+            if encounter_rows is None else ((end, ref) for _eid, end, ref in encounter_rows))
+        for end_value, ref in encounters:
+            end = _day(end_value)
             if end is None or not today - timedelta(days=h["days"] + lookback) <= end <= today - timedelta(days=h["days"]):
                 continue
-            ref = (enc.get("subject") or {}).get("reference", "")
+            if not isinstance(ref, str):
+                continue
             found = tx.identity_of(ref[8:]) if ref.startswith("Patient/") else None
             if found is not None:
                 out.setdefault(found[0], None)

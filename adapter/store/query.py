@@ -124,15 +124,15 @@ def _rows_of(rtype: str, param: SearchParam) -> tuple[str, list[Any]]:
 def _token_condition(value: str, name: str) -> tuple[str, list[Any]]:
     parts = _split(value, "|")
     if len(parts) == 1:
-        return "value = ?", [_unescape(parts[0])]
+        return _EQ, [_unescape(parts[0])]
     if len(parts) != 2:
         raise SearchParamError("invalid", name, "Invalid token for search parameter '{param}'")
     system, code = (_unescape(p) for p in parts)
     if not system:
-        return "(system = '' AND value = ?)", [code]
+        return _EQ_NO_SYSTEM, [code]
     if not code:
         return "system = ?", [system]
-    return "(system = ? AND value = ?)", [system, code]
+    return _EQ_SYSTEM, [system, code]
 
 
 def _string_condition(value: str, modifier: str | None) -> tuple[str, list[Any]]:
@@ -177,10 +177,10 @@ def _reference_condition(
             return "0", []
         rtype = rtype or type_modifier
     if rtype is None:
-        return "value = ?", [rid]
+        return _EQ, [rid]
     if param.targets and rtype not in param.targets:
         return "0", []  # a type this parameter never indexes: no match
-    return "(system = ? AND value = ?)", [rtype, rid]
+    return _EQ_SYSTEM, [rtype, rid]
 
 
 def _value_condition(
@@ -193,6 +193,45 @@ def _value_condition(
     if param.type == "date":
         return _date_condition(value, name)
     return _reference_condition(value, param, modifier, name)
+
+
+# equality conditions (token, reference): comma-separated values with the same system constraint become one
+# ``value IN (...)``, so each value is a seek on the (type, param, value, ...) primary key
+_EQ = "value = ?"
+_EQ_NO_SYSTEM = "(system = '' AND value = ?)"
+_EQ_SYSTEM = "(system = ? AND value = ?)"
+
+
+def _any_of(rows_sql: str, rows_args: list[Any], conditions: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    """SQL for the ids of the rows (``rows_sql``) matching any of ``conditions`` (the OR of comma-separated
+    values). One value: ``rows AND condition``. Several: equalities grouped into ``value IN (...)`` per system
+    constraint and every other condition its own term, the terms joined by UNION, so that each is an index seek
+    (an OR inside one query would make SQLite walk every row of the parameter)."""
+    conditions = [c for c in conditions if c[0] != "0"] or [("0", [])]  # "0": a value that cannot match
+    if len(conditions) == 1:
+        sql, args = conditions[0]
+        return f"{rows_sql} AND ({sql})", [*rows_args, *args]
+    groups: dict[tuple[str, str | None], list[Any]] = {}
+    others: list[tuple[str, list[Any]]] = []
+    for sql, args in conditions:
+        if sql == _EQ:
+            groups.setdefault(("", None), []).append(args[0])
+        elif sql == _EQ_NO_SYSTEM:
+            groups.setdefault(("system = '' AND ", None), []).append(args[0])
+        elif sql == _EQ_SYSTEM:
+            groups.setdefault(("system = ? AND ", args[0]), []).append(args[1])
+        else:
+            others.append((sql, args))
+    terms: list[str] = []
+    out: list[Any] = []
+    for (system_sql, system), values in groups.items():
+        unique = list(dict.fromkeys(values))
+        terms.append(f"{rows_sql} AND {system_sql}value IN ({_marks(unique)})")
+        out += [*rows_args, *([] if system is None else [system]), *unique]
+    for sql, args in others:
+        terms.append(f"{rows_sql} AND ({sql})")
+        out += [*rows_args, *args]
+    return " UNION ".join(terms), out
 
 
 def _check_modifier(rtype: str, name: str, param: SearchParam, chain: str, modifier: str | None) -> None:
@@ -211,8 +250,11 @@ def _check_modifier(rtype: str, name: str, param: SearchParam, chain: str, modif
         raise SearchParamError("not-supported", name, f"Modifier in '{{param}}' is not supported for {rtype}")
 
 
-def _compile(rtype: str, name: str, raw_value: str) -> Criterion | None:
-    """One (name, value) pair -> a criterion; None for an empty value (which FHIR says to ignore)."""
+def _compile(rtype: str, name: str, raw_value: str, within: tuple[str, list[Any]] | None = None) -> Criterion | None:
+    """One (name, value) pair -> a criterion; None for an empty value (which FHIR says to ignore).
+    ``within``: SQL (and its arguments) for a small set of ids the result must be in anyway (the query's
+    ``identity``): the criterion's rows are looked up among those ids only, rather than all of them built into
+    a temporary set (``status=active`` alone would be every active Flag)."""
     base, has_modifier, modifier_text = name.partition(":")
     modifier = modifier_text if has_modifier else None
     base, _, chain = base.partition(".")
@@ -227,7 +269,7 @@ def _compile(rtype: str, name: str, raw_value: str) -> Criterion | None:
     if modifier == "missing":
         if raw_value not in ("true", "false"):
             raise SearchParamError("invalid", name, "'{param}' takes true or false")
-        subquery, args = _rows_of(rtype, param)
+        subquery, args = _within(*_rows_of(rtype, param), within)
         return Criterion(f"r.id {'NOT IN' if raw_value == 'true' else 'IN'} ({subquery})", tuple(args))
     if param.name == "_id":
         ids = [_unescape(v) for v in values]
@@ -238,15 +280,11 @@ def _compile(rtype: str, name: str, raw_value: str) -> Criterion | None:
     # a chain (patient.identifier) matches on the target type's parameter, then follows the reference back
     target_type = param.targets[0] if chain else rtype
     target = SEARCH_PARAMS[target_type][chain] if chain else param
-    subquery, args = _rows_of(target_type, target)
-    conditions = []
-    for value in values:
-        sql, value_args = _value_condition(target, value, None if chain else modifier, name)
-        conditions.append(sql)
-        args.extend(value_args)
-    subquery += f" AND ({' OR '.join(conditions)})"
+    rows_sql, rows_args = _rows_of(target_type, target) if chain else _within(*_rows_of(rtype, param), within)
+    conditions = [_value_condition(target, value, None if chain else modifier, name) for value in values]
+    subquery, args = _any_of(rows_sql, rows_args, conditions)
     if chain:
-        referencing, referencing_args = _rows_of(rtype, param)
+        referencing, referencing_args = _within(*_rows_of(rtype, param), within)
         subquery = f"{referencing} AND system = ? AND value IN ({subquery})"
         args = [*referencing_args, target_type, *args]
     op = "NOT IN" if modifier == "not" else "IN"
@@ -262,7 +300,19 @@ _IDENTITY_SET = (
 )
 
 
+def _within(sql: str, args: list[Any], within: tuple[str, list[Any]] | None) -> tuple[str, list[Any]]:
+    if within is None:
+        return sql, args
+    return f"{sql} AND id IN ({within[0]})", [*args, *within[1]]
+
+
 def _identity_criterion(rtype: str, param: SearchParam, values: list[str], name: str) -> Criterion:
+    sql, args = _identity_ids(rtype, param, values, name)
+    return Criterion(f"r.id IN ({sql})", tuple(args))
+
+
+def _identity_ids(rtype: str, param: SearchParam, values: list[str], name: str) -> tuple[str, list[Any]]:
+    """SQL for the ids of the ``rtype`` resources of the identities of the given Patients."""
     sets, args = [], []
     for value in values:
         parsed = parse_reference(_unescape(value))
@@ -273,10 +323,26 @@ def _identity_criterion(rtype: str, param: SearchParam, values: list[str], name:
         args += [pid] * 5
     patients = " UNION ".join(sets)
     if param.identity == "_id":
-        return Criterion(f"r.id IN ({patients})", tuple(args))
+        return patients, args
     referencing, referencing_args = _rows_of(rtype, SEARCH_PARAMS[rtype][param.identity])
-    return Criterion(f"r.id IN ({referencing} AND system = 'Patient' AND value IN ({patients}))",
-                     (*referencing_args, *args))
+    return f"{referencing} AND system = 'Patient' AND value IN ({patients})", [*referencing_args, *args]
+
+
+def _identity_within(resource_type: str, params: list[tuple[str, str]]) -> tuple[str, list[Any]] | None:
+    """The ids of the first well-formed ``identity`` parameter's resources (see ``_compile``), or None."""
+    table = SEARCH_PARAMS[resource_type]
+    for name, value in params:
+        param = table.get(name)
+        if param is None or param.identity is None:
+            continue
+        values = [v for v in _split(value, ",") if v]
+        if not values:
+            continue
+        try:
+            return _identity_ids(resource_type, param, values, name)
+        except SearchParamError:
+            return None  # reported when the parameter itself is compiled
+    return None
 
 
 def _parse_paging(name: str, value: str) -> int:
@@ -310,6 +376,7 @@ def parse_search(
     issues: list[SearchParamError] = []
     count: int | None = None
     offset: int | None = None
+    within = _identity_within(resource_type, params)
     for name, value in params:
         try:
             if name == "_count":
@@ -323,7 +390,7 @@ def parse_search(
             elif name.startswith("_") and name.partition(":")[0].partition(".")[0] not in SEARCH_PARAMS[resource_type]:
                 raise SearchParamError("not-supported", name, "Parameter '{param}' is not supported")
             else:
-                criterion = _compile(resource_type, name, value)
+                criterion = _compile(resource_type, name, value, within)
                 if criterion is None:
                     continue
                 criteria.append(criterion)

@@ -24,14 +24,15 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from datetime import date as _date
 from pathlib import Path
 from typing import Any
 
 from adapter.errors import StoreError
 from adapter.store.base import InboundMessage, OutboxEntry, SearchResult, StoredResource
 from adapter.store.query import Include, parse_search
-from adapter.store.search import index_rows, param_rows
+from adapter.store.search import date_range, index_rows, param_rows
 
 __all__ = ["SqliteStore"]
 
@@ -498,6 +499,21 @@ class _SqliteTransaction:
                 rows[rid] = cached
         return [_stored(*rows[rid][:4]) for rid in sorted(rows)]
 
+    def versions_of(self, resource_type: str) -> dict[str, tuple[int, str]]:
+        """id -> (version id, lastUpdated) of the current version of every resource of a type, this
+        transaction's writes included, without reading their content (a cheap way to tell whether a small set,
+        such as the configured Organizations, changed since it was last read)."""
+        with _translated("versions_of"):
+            versions = {rid: (version, updated) for rid, version, updated in self._connection().execute(
+                "SELECT id, version_id, last_updated FROM resource WHERE type = ?", (resource_type,))}
+        for (rtype, rid), cached in self._current.items():
+            if rtype == resource_type:
+                if cached is None:
+                    versions.pop(rid, None)
+                else:
+                    versions[rid] = (cached[0], cached[1])
+        return versions
+
     def enqueue_outbox(self, *, communication_id: str, subscription_id: str, endpoint: str,
                        payload: str | None, headers: list[str], next_attempt_at: str) -> int | None:
         """Add a pending delivery; None (and nothing written) if this Communication already has a row for
@@ -750,6 +766,66 @@ class SqliteStore:
             included = _included(conn, matches, request.includes)
             conn.execute("COMMIT")
         return SearchResult(matches, total, included)
+
+    def ids_matching(self, resource_type: str, *, date: tuple[str, str | None, str | None] | None = None,
+                     tokens: list[tuple[str, str | None, str]] | tuple[()] = ()) -> list[str]:
+        """Ids of the resources ``fields_matching`` finds, sorted."""
+        return [row[0] for row in self.fields_matching(resource_type, (), date=date, tokens=tokens)]
+
+    def fields_matching(self, resource_type: str, paths: tuple[str, ...] | list[str], *,
+                        date: tuple[str, str | None, str | None] | None = None,
+                        tokens: list[tuple[str, str | None, str]] | tuple[()] = ()) -> list[tuple[Any, ...]]:
+        """Ids of the (committed) current resources of a type with a ``date`` index row ``(param, ge, le)``
+        matching FHIR ``param=ge<ge>&param=le<le>`` (ISO dates, either may be None: the row ends on or after
+        ``ge`` and starts on or before ``le``) and, for each ``tokens`` entry ``(param, system or None, code)``,
+        that token: ``(id, *values)`` with the value of each JSON path (SQLite ``json_extract``, e.g.
+        ``$.subject.reference``) in the current version, sorted by id. Index seeks only (dates are at most a
+        year wide, so ``ge`` bounds the row's start too): no count, paging or parsing as ``search`` does; for
+        the daily rules' candidates."""
+        if date is None and not tokens:
+            raise ValueError("fields_matching needs a date or a token")
+        args: list[Any] = []
+        where: list[str] = []
+        if date is not None:
+            param, ge, le = date
+            source = "search_index d"
+            where.append("d.type = ? AND d.param = ?")
+            args += [resource_type, param]
+            if ge is not None:
+                low = date_range(ge)
+                earliest = date_range((_date.fromisoformat(ge[:10]) - timedelta(days=367)).isoformat())
+                if low is None or earliest is None:
+                    raise ValueError("ge must be an ISO date")
+                where.append("d.value >= ? AND d.high >= ?")
+                args += [earliest[0], low[0]]
+            if le is not None:
+                high = date_range(le)
+                if high is None:
+                    raise ValueError("le must be an ISO date")
+                where.append("d.value <= ?")
+                args.append(high[1])
+            checks = list(tokens)
+        else:
+            param, system, code = tokens[0]
+            source = "search_index d"
+            where.append("d.type = ? AND d.param = ? AND d.value = ?")
+            args += [resource_type, param, code]
+            if system is not None:
+                where.append("d.system = ?")
+                args.append(system)
+            checks = list(tokens[1:])
+        for param, system, code in checks:
+            where.append("EXISTS (SELECT 1 FROM search_index t WHERE t.type = d.type AND t.param = ? "
+                         f"AND t.value = ? AND t.id = d.id{' AND t.system = ?' if system is not None else ''})")
+            args += [param, code, *([system] if system is not None else [])]
+        sql = f"SELECT DISTINCT d.id FROM {source} WHERE {' AND '.join(where)}"
+        if paths:
+            extract = ", ".join("json_extract(v.content, ?)" for _ in paths)
+            sql = (f"SELECT m.id, {extract} FROM ({sql}) m JOIN resource r ON r.type = ? AND r.id = m.id "
+                   "JOIN resource_version v ON v.rowid = r.vrow")
+            args = [*paths, *args, resource_type]
+        with self._reader("fields_matching") as conn:
+            return conn.execute(f"{sql} ORDER BY 1", args).fetchall()
 
     def inbound(self, archive_id: int) -> InboundMessage | None:
         with self._reader("inbound") as conn:
