@@ -226,6 +226,7 @@ class _SqliteTransaction:
         # entries its puts replaced (``_undo``: (key, previous entry), kept while a savepoint is open)
         # rather than forgetting them.
         self._current: dict[tuple[str, str], tuple[Any, ...] | None] = {}
+        self._current_ids: dict[str, set[str]] = {}  # type -> ids with an entry in _current (versions_of)
         self._undo: list[tuple[tuple[str, str], tuple[Any, ...] | None]] = []
         # Writes held back until commit, in order: (_INSERT or _DELETE, search_index row) and (_UPSERT,
         # resource row). Nothing on the writer connection reads search_index (searches use readers, which
@@ -250,6 +251,7 @@ class _SqliteTransaction:
             return self._current[key]
         row = self._connection().execute(_CURRENT, key).fetchone()
         self._current[key] = row
+        self._current_ids.setdefault(resource_type, set()).add(resource_id)
         return row
 
     def _connection(self) -> sqlite3.Connection:
@@ -506,12 +508,12 @@ class _SqliteTransaction:
         with _translated("versions_of"):
             versions = {rid: (version, updated) for rid, version, updated in self._connection().execute(
                 "SELECT id, version_id, last_updated FROM resource WHERE type = ?", (resource_type,))}
-        for (rtype, rid), cached in self._current.items():
-            if rtype == resource_type:
-                if cached is None:
-                    versions.pop(rid, None)
-                else:
-                    versions[rid] = (cached[0], cached[1])
+        for rid in self._current_ids.get(resource_type, ()):
+            cached = self._current[(resource_type, rid)]
+            if cached is None:
+                versions.pop(rid, None)
+            else:
+                versions[rid] = (cached[0], cached[1])
         return versions
 
     def enqueue_outbox(self, *, communication_id: str, subscription_id: str, endpoint: str,
