@@ -27,16 +27,30 @@ class SandboxClock(Clock):
 
     def __init__(self) -> None:
         self._offset = timedelta(0)
+        self._moved = False
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
         return datetime.now(UTC) + self._offset
+
+    def start_at(self, when: datetime) -> datetime:
+        """Start the clock at ``when`` (timezone-aware; past or future), from where it runs and only moves
+        forward.  For the sandbox's seeded story, whose first input is years back: call it before any input,
+        before the clock has been moved (ValueError after)."""
+        if when.tzinfo is None:
+            raise ValueError("give the time with its offset")
+        with self._lock:
+            if self._moved:
+                raise ValueError("the sandbox clock has already been moved")
+            self._offset = when - datetime.now(UTC)
+        return self()
 
     def advance(self, delta: timedelta) -> datetime:
         if delta < timedelta(0):
             raise ValueError("the sandbox clock only moves forward")
         with self._lock:
             self._offset += delta
+            self._moved = True
         return self()
 
     def set(self, when: datetime) -> datetime:

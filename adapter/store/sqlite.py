@@ -496,8 +496,9 @@ class _SqliteTransaction:
                     "JOIN resource_version v ON v.rowid = r.vrow WHERE r.type = ?", (resource_type,)):
                 rows[rid] = tuple(row)
         # this transaction's puts (their resource rows may still be held back) win over what is committed
-        for (rtype, rid), cached in self._current.items():
-            if rtype == resource_type and cached is not None:
+        for rid in self._current_ids.get(resource_type, ()):
+            cached = self._current[(resource_type, rid)]
+            if cached is not None:
                 rows[rid] = cached
         return [_stored(*rows[rid][:4]) for rid in sorted(rows)]
 
