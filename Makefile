@@ -20,6 +20,7 @@ serve: $(STAMP)
 	$(BIN)/carethread serve
 
 test: $(STAMP)
+	@scripts/install-chromium
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

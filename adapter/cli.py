@@ -1,7 +1,9 @@
 """The ``carethread`` command: a thin shell over the pipeline, the store and the services.
 
     carethread serve    [--host H] [--http-port P] [--mllp-port P] [--db PATH]
-    carethread sandbox  [same] [--no-seed]
+    carethread sandbox  [same] [--no-seed]                      # seeded with the story on first start
+    carethread sandbox  send [--host H] [--mllp-port P] FILE... # HL7 v2 over MLLP; prints each ACK
+    carethread sandbox  reset [--db PATH]                       # delete the sandbox's database and state
     carethread ingest   --source maternity|health-visiting|gp [--db PATH] [--practice ODS] PATH...
     carethread replay   [--db PATH] (--list [--status AR|AE] | ID... | --all-rejected)
     carethread validate [--profile URL] FILE...
@@ -58,7 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     _add_service(sub.add_parser("serve", help="run the FHIR API, POST /hl7v2 and the MLLP listener"))
     sandbox = sub.add_parser("sandbox", help="serve, with a synthetic maternity scenario loaded")
     _add_service(sandbox)
-    sandbox.add_argument("--no-seed", action="store_true", help="do not load the synthetic scenario")
+    sandbox.add_argument("--no-seed", action="store_true", help="do not load the synthetic story")
+    ssub = sandbox.add_subparsers(dest="sandbox_command", required=False, metavar="{send,reset}")
+    send = ssub.add_parser("send", help="send HL7 v2 files over MLLP to a running sandbox; print each ACK")
+    send.add_argument("--host", help="the sandbox's address (default 127.0.0.1)")
+    send.add_argument("--mllp-port", type=int, help="the sandbox's MLLP port (default 2575)")
+    send.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    reset = ssub.add_parser("reset", help="delete the sandbox's database and state: the next start seeds the "
+                            "story again")
+    reset.add_argument("--db", type=Path, help="SQLite database file (default .carethread/carethread.sqlite3)")
     ingest = sub.add_parser("ingest", help="ingest files: HL7 v2 (maternity), exports (health-visiting), "
                             "GP Connect bundles (gp)")
     ingest.add_argument("--source", required=True, choices=SOURCES)
@@ -115,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     try:
+        if args.command == "sandbox" and getattr(args, "sandbox_command", None) == "send":
+            return _sandbox_send(args)
+        if args.command == "sandbox" and getattr(args, "sandbox_command", None) == "reset":
+            return _sandbox_reset(args)
         if args.command in ("serve", "sandbox"):
             return _serve(args)
         if args.command == "ingest":
@@ -154,18 +168,82 @@ def _serve(args: argparse.Namespace) -> int:
     from adapter.service import open_pipeline, run_services
 
     settings = _settings(args)
+    if args.command != "sandbox":
+        return asyncio.run(run_services(settings, open_pipeline(settings), label="carethread"))
+    from adapter import sandbox as sb
+
+    if settings.organisations is not None:  # every organisation's endpoint: its receiver in /sandbox/inbox
+        base = settings.organisations
+        if not base.is_absolute() and not base.exists() and (sb.ROOT / base).exists():
+            base = sb.ROOT / base
+        target, _ = sb.inbox_organisations(base, settings.db.parent / "sandbox-organisations.yaml",
+                                           settings.host, settings.http_port)
+        settings = settings.model_copy(update={"organisations": target})
     pipeline = open_pipeline(settings)
-    before_ready = None
-    if args.command == "sandbox" and not args.no_seed:
-        from adapter.sandbox import seed
+    state = sb.read_state(settings.db)
+    done = {"state": state is not None}
 
-        def before_ready() -> None:
-            for line in seed(pipeline):
-                print(line, flush=True)
+    def before_ready(http_port: int, mllp_port: int) -> None:
+        clock = pipeline.clock
+        if state is not None:  # seeded before: the clock resumes where the last run left it
+            saved = datetime.fromisoformat(state["clock"])
+            if saved > clock():
+                clock.start_at(saved)  # type: ignore[attr-defined]
+            print(f"sandbox: story seeded before; clock at {clock().isoformat(timespec='seconds')} "
+                  "(carethread sandbox reset to start again)", flush=True)
+            return
+        if args.no_seed:
+            return
+        ok = sb.seed(clock, settings.host, http_port, mllp_port,  # type: ignore[arg-type]
+                     out=lambda line: print(line, flush=True))
+        done["state"] = True
+        if not ok:
+            print("sandbox: some story inputs were not accepted (see above)", flush=True)
+        print(f"sandbox: story seeded; clock at {clock().isoformat(timespec='seconds')}", flush=True)
 
-    label = "carethread sandbox" if args.command == "sandbox" else "carethread"
-    return asyncio.run(run_services(settings, pipeline, label=label, before_ready=before_ready,
-                                    sandbox=args.command == "sandbox"))
+    try:
+        return asyncio.run(run_services(settings, pipeline, label="carethread sandbox", before_ready=before_ready,
+                                        sandbox=True))
+    finally:
+        if done["state"]:  # the clock's time at this stop (never earlier than a saved one: a failed start)
+            now = pipeline.clock()
+            if state is not None:
+                now = max(now, datetime.fromisoformat(state["clock"]))
+            sb.write_state(settings.db, now)
+
+
+def _sandbox_send(args: argparse.Namespace) -> int:
+    from adapter.inbound.mllp import MLLPClient
+
+    missing = [str(p) for p in args.files if not p.is_file()]
+    if missing:
+        print(f"carethread sandbox send: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    host = args.host or Settings().host
+    port = args.mllp_port or Settings().mllp_port
+    all_accepted = True
+    try:
+        with MLLPClient(host, port) as client:
+            for path in args.files:
+                for payload in split_batch(path.read_bytes()):
+                    ack = client.send(payload)
+                    print(ack.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n").rstrip("\n"),
+                          flush=True)
+                    all_accepted &= b"\rMSA|AA|" in ack.replace(b"\n", b"\r")
+    except OSError as exc:
+        print(f"carethread sandbox send: cannot reach {host}:{port} ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    return 0 if all_accepted else 1
+
+
+def _sandbox_reset(args: argparse.Namespace) -> int:
+    from adapter.sandbox import reset
+
+    db = _settings(args).db
+    gone = reset(db)
+    print(f"sandbox reset: {len(gone)} files deleted under {db.parent}; the next `carethread sandbox` seeds "
+          "the story again", flush=True)
+    return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:

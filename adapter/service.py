@@ -27,6 +27,7 @@ from adapter.pipeline import Pipeline
 from adapter.rules import run_daily
 from adapter.settings import Settings
 from adapter.store.sqlite import SqliteStore
+from adapter.web import web_router
 
 __all__ = ["run_services", "open_pipeline", "daily_rules"]
 
@@ -63,13 +64,15 @@ async def daily_rules(pipeline: Pipeline, interval: float = DAILY_RULES_INTERVAL
 
 
 async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "carethread",
-                       before_ready: Callable[[], None] | None = None, sandbox: bool = False) -> int:
+                       before_ready: Callable[[int, int], None] | None = None, sandbox: bool = False) -> int:
     """``sandbox``: the pipeline's clock becomes a SandboxClock that ``POST /sandbox/clock`` moves forward
-    (rules and notification delivery both follow it); elsewhere time is real and that endpoint absent."""
+    (rules and notification delivery both follow it), and ``/sandbox/inbox`` receives the organisations'
+    notifications; elsewhere time is real and those endpoints absent.  ``before_ready(http_port, mllp_port)``
+    runs in a worker thread once both listen (the sandbox's story is sent to them), before the ready line."""
     # organisations from configuration (ConfigError stops start-up), and the notification delivery worker
     delivery = prepare_notifications(pipeline.store, settings, check=pipeline.check_resource)
     routers = [hl7v2_router(pipeline), ingest_router(pipeline), identity_router(pipeline),
-               summary_router(pipeline)]
+               summary_router(pipeline), web_router(pipeline)]
     if sandbox:
         clock = SandboxClock()
         pipeline.clock = clock
@@ -80,6 +83,11 @@ async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "
             delivery.wake()
 
         routers.append(sandbox_router(clock, after_move))
+        from adapter.notify import load_organisations
+        from adapter.sandbox import Inbox, inbox_router
+
+        inbox = Inbox([o.ods.upper() for o in load_organisations(settings.organisations)])
+        routers.append(inbox_router(inbox, clock))
     app = create_app(pipeline.store, routers=routers,
                      validate_resource=pipeline.resource_issues)
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
@@ -116,7 +124,7 @@ async def run_services(settings: Settings, pipeline: Pipeline, *, label: str = "
     mllp_port = listener.sockets[0].getsockname()[1]
     http_port = http_socket.getsockname()[1]
     if before_ready is not None:
-        before_ready()
+        await asyncio.to_thread(before_ready, http_port, mllp_port)
     delivery.start()  # pending notifications, a previous run's included, go out from now
     rules_task = asyncio.create_task(daily_rules(pipeline))  # at-18 and handover-gap clocks
     print(f"{label} ready: fhir=http://{settings.host}:{http_port}/fhir hl7v2-http=http://{settings.host}:"

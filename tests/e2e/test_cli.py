@@ -76,12 +76,13 @@ def test_sandbox_seeds_the_scenario_and_stops_on_sigterm(tmp_path: Path) -> None
         assert svc.ready_line.startswith("carethread sandbox ready: fhir=http://127.0.0.1:")
         flags = httpx.get(f"{svc.http}/fhir/Flag", params={"patient.identifier": f"{NHS}|9990001006", "_tag:not":
                           "https://fhir.carethread.org/CodeSystem/record-type|derived"}, timeout=10).json()
-        assert flags["total"] == 1  # the source's (the safeguarding rules add derived flags: tests/rules)
+        # the sources' (GP: the plan and the exploitation risk); the rules add derived ones (tests/rules)
+        assert flags["total"] == 2
         appts = httpx.get(f"{svc.http}/fhir/Appointment", params={"status": "noshow"}, timeout=10).json()
         coding = appts["entry"][0]["resource"]["extension"][0]["valueCodeableConcept"]["coding"][0]
         assert coding["code"] == "was-not-brought"
         father = httpx.get(f"{svc.http}/fhir/RelatedPerson", params={"relationship": "FTH"}, timeout=10).json()
-        assert {e["resource"]["birthDate"] for e in father["entry"]} == {"2010-02-03"}
+        assert {e["resource"]["birthDate"] for e in father["entry"]} == {"2010-01-15"}  # sandbox/story/
         with MLLPClient("127.0.0.1", svc.mllp_port) as client:
             assert b"MSA|AA" in client.send(message("ADT^A08", pid("SANDBOX1")))
     finally:
