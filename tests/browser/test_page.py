@@ -159,3 +159,44 @@ def test_console_shows_an_operation_outcome_for_a_bad_bundle(sandbox: Service, b
         page.screenshot(path=str(shots / "08-console-outcome.png"), full_page=True)
     finally:
         page.close()
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory):
+    svc = start_service(tmp_path_factory.mktemp("web-seeded"), "sandbox")  # the seeded story
+    yield svc
+    assert stop_service(svc) == 0
+
+
+def test_the_seeded_mother_in_chromium(seeded: Service, browser, shots: Path) -> None:
+    """The sandbox as an engineer first meets it: the story's mother (NHS 9990001006) found by NHS number,
+    a derived flag's evidence opened, the clock moved past her 18th birthday (2027-03-10): the flag ends."""
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT)
+    try:
+        page.goto(f"{seeded.http}/")
+        page.get_by_label("NHS number or name").fill("9990001006")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#results")
+        page.locator("#results a").first.click()
+        page.wait_for_selector("#person-nhs")
+        assert page.locator("#person-nhs").inner_text().strip() == "9990001006"
+        derived = page.locator("li.flag.derived", has_text="continuity-past-16").first
+        summary = derived.locator("summary")
+        assert "Active" in summary.inner_text()
+        summary.focus()
+        page.keyboard.press("Enter")
+        assert "continuity-past-16" in derived.locator(".flag-rule").inner_text()
+        assert derived.locator(".evidence li").count() >= 1
+        page.screenshot(path=str(shots / "11-seeded-mother-flag.png"), full_page=True)
+        flag_id = derived.get_attribute("data-flag-id")
+        page.get_by_label("Move the clock to a date").fill("2027-03-11")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Move the clock").click()
+        page.wait_for_selector("#person-nhs")
+        ended = page.locator(f'li.flag[data-flag-id="{flag_id}"]')
+        assert "Ended" in ended.locator("summary").inner_text()
+        assert "2027-03-10" in ended.locator(".flag-end").inner_text()
+        page.screenshot(path=str(shots / "12-seeded-mother-18.png"), full_page=True)
+    finally:
+        page.close()
