@@ -160,7 +160,7 @@ def _checked_reference(tx: Transaction, ref: object, what: str) -> str:
     parsed = parse_reference(ref) if isinstance(ref, str) else None
     if parsed is None or parsed[0] is None or ref != f"{parsed[0]}/{parsed[1]}":
         raise ValueError(f"{what} must be a relative reference Type/id")
-    if tx.read(parsed[0], parsed[1]) is None:
+    if not tx.exists(parsed[0], parsed[1]):
         raise ValueError(f"{what} references a {parsed[0]} that does not exist")
     return ref
 

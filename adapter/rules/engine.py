@@ -320,6 +320,13 @@ class RulesEngine:
              "RelatedPerson": person.related}.get(r["resourceType"], person.conditions).append(r)
         return person
 
+    def _person_ref(self, tx: Transaction, identity_id: str) -> Person | None:
+        """A Person that only names the identity (its master exists): for rules that write about a person
+        without reading their state."""
+        if not tx.exists("Patient", identity_id):
+            return None
+        return Person(identity_id, {}, [identity_id], [], None, None)
+
     def _identity_by_nhs(self, tx: Transaction, nhs: str) -> str | None:
         for _pid, iid, text in tx.identity_candidates([f"nhs:{nhs}"]):
             if record_of(text).nhs_number == nhs:
@@ -385,7 +392,7 @@ class RulesEngine:
         out: list[str] = []
         for role in roles:
             if role == "gp-practice":
-                own = [ods for ods in person.gp_ods if tx.read("Organization", f"ods-{ods}") is not None]
+                own = [ods for ods in person.gp_ods if tx.exists("Organization", f"ods-{ods}")]
                 out += own or [role]
             else:
                 out.append(role)
@@ -434,7 +441,7 @@ class RulesEngine:
     def _provenance(self, ctx: _Ctx, rule_id: str, target: list[str], evidence: list[dict[str, Any]],
                     what: str, activity: str = "CREATE") -> None:
         pid = resource_id("rules", "Provenance", rule_id, *target, what)
-        if ctx.tx.read("Provenance", pid) is not None:
+        if ctx.tx.exists("Provenance", pid):
             return
         entities: list[dict[str, Any]] = []
         messages: dict[tuple[str, str], None] = {}
@@ -773,7 +780,9 @@ class RulesEngine:
             father_iid = self._father_identity(ctx, person, rp, born, key)
             if father_iid is None:
                 continue
-            father = self._person(ctx.tx, father_iid)
+            # only his id (and, for a gp-practice recipient, his practices) is used: no need to load his records
+            father = self._person(ctx.tx, father_iid) if "gp-practice" in p["recipients"] \
+                else self._person_ref(ctx.tx, father_iid)
             if father is None:
                 continue
             flag, _ = self._derive_flag(ctx, father, rule, f"{person.iid}|{key}", "young-parent",
@@ -796,8 +805,8 @@ class RulesEngine:
             if iid:
                 return iid
         pid = resource_id("rules", "Patient", "father", person.iid, key)
-        existing = ctx.tx.read("Patient", pid)
-        if existing is None:
+        existing = ctx.tx.exists("Patient", pid)
+        if not existing:
             patient: dict[str, Any] = {
                 "resourceType": "Patient", "id": pid,
                 "meta": {"profile": [PATIENT_PROFILE], "tag": [DERIVED_TAG], "source": f"{RULE_SOURCE}young-father"},
@@ -817,7 +826,7 @@ class RulesEngine:
         found = ctx.tx.identity_of(pid)
         # a derived father already in identity reconciliation stays there: his record does not change, and a
         # record of him arriving later is matched against it then
-        if self.reconcile_derived is not None and (existing is None or found is None):
+        if self.reconcile_derived is not None and (not existing or found is None):
             stored = ctx.tx.read("Patient", pid)
             if stored is not None:
                 self.reconcile_derived(ctx.tx, stored.resource)
@@ -859,13 +868,13 @@ class RulesEngine:
                 if day is None or not since <= day <= end:
                     continue
                 provider = _ods(res.get("serviceProvider"))
-                if provider and ctx.tx.read("Organization", f"ods-{provider}") is not None:
+                if provider and ctx.tx.exists("Organization", f"ods-{provider}"):
                     recipients.append(provider)
                 role = p["source_roles"].get(_source_of(res)[0] or "")
                 if role:
                     recipients += self._recipients(ctx.tx, person, [role])
             author = _ods(flag.get("author"))
-            if author and ctx.tx.read("Organization", f"ods-{author}") is not None:
+            if author and ctx.tx.exists("Organization", f"ods-{author}"):
                 recipients.append(author)
             recipients = list(dict.fromkeys(recipients))
             if not recipients:

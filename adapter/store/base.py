@@ -106,6 +106,10 @@ class Transaction(Protocol):
         """The current version, including writes made earlier in this transaction."""
         ...
 
+    def exists(self, resource_type: str, resource_id: str) -> bool:
+        """Whether the resource exists (this transaction's writes included), without reading it."""
+        ...
+
     def put(self, resource: dict[str, Any], *, source_time: str | None = None) -> tuple[StoredResource, bool]:
         """Create or update.
 

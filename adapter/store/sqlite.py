@@ -304,6 +304,12 @@ class _SqliteTransaction:
             row = self._current_row(resource_type, resource_id)
         return None if row is None else _stored(*row[:4])
 
+    def exists(self, resource_type: str, resource_id: str) -> bool:
+        """Whether the resource has a current version (this transaction's writes included): ``read(...) is not
+        None`` without parsing its content."""
+        with _translated("read"):
+            return self._current_row(resource_type, resource_id) is not None
+
     def put(self, resource: dict[str, Any], *, source_time: str | None = None) -> tuple[StoredResource, bool]:
         rtype, rid = resource.get("resourceType"), resource.get("id")
         if not isinstance(rtype, str) or not isinstance(rid, str) or not rtype or not rid:
