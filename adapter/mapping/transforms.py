@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from adapter.conformance.checks import is_valid_nhs_number as _modulus_11
 from adapter.errors import MappingError
 
 __all__ = ["Env", "Transform", "TRANSFORMS", "transform", "is_valid_nhs_number", "is_nhs_cx", "exported"]
@@ -247,16 +248,8 @@ def add_minutes(value: dict[str, Any], env: Env, at: str | None) -> str | None:
 _ODS = re.compile(r"^[A-Z0-9]{3,6}$")
 
 
-@lru_cache(maxsize=8192)
-def is_valid_nhs_number(value: str) -> bool:
-    """NHS Data Dictionary Modulus 11: weights 10..2, check = 11 - (sum mod 11); 11 -> 0; 10 -> invalid."""
-    if len(value) != 10 or not value.isdigit():
-        return False
-    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1)))
-    check = 11 - total % 11
-    if check == 11:
-        check = 0
-    return check != 10 and check == int(value[9])
+# the one Modulus 11 check (ASCII digits only), shared with the profile validator and identity matching
+is_valid_nhs_number = lru_cache(maxsize=8192)(_modulus_11)
 
 
 def is_nhs_cx(authority: str, id_type: str) -> bool:

@@ -25,6 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from adapter.mapping.transforms import is_valid_nhs_number  # the one Modulus 11 check
+
 __all__ = [
     "PersonRecord",
     "standardise",
@@ -98,17 +100,6 @@ class PersonRecord:
 
 
 # --- NHS numbers ----------------------------------------------------------------------------------------
-
-def is_valid_nhs_number(value: str) -> bool:
-    """NHS Data Dictionary Modulus 11: weights 10..2, check = 11 - (sum mod 11); 11 -> 0; 10 -> invalid."""
-    if len(value) != 10 or not value.isdigit():
-        return False
-    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1)))
-    check = 11 - total % 11
-    if check == 11:
-        check = 0
-    return check != 10 and check == int(value[9])
-
 
 def _nhs(value: Any) -> str | None:
     if not value:
