@@ -24,7 +24,7 @@ from adapter.errors import AdapterError, InboundError, MappingError, ParseError,
 from adapter.fhir import validate_r4
 from adapter.inbound.ack import build_ack
 from adapter.inbound.er7 import Er7Message
-from adapter.inbound.export import ExportFile, Row, read_rows
+from adapter.inbound.export import ExportFile, Row, read_rows, row_control_id
 from adapter.identity import IdentityService
 from adapter.inbound.gpconnect import read_bundle
 from adapter.inbound.hl7v2 import Header, read_message, sniff_header
@@ -282,8 +282,7 @@ class Pipeline:
             err = row.error or ParseError("the row cannot be read", code="malformed-row")
             _log.info("rejected row code=%s line=%s", err.code, row.line)
             return Outcome("AR", archive("AR", None, err), (Issue(err.code, None, err.message),))
-        control_id = hashlib.sha256(row.feed.encode() + b"\0" + json.dumps(
-            row.record, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        control_id = row_control_id(row.feed, row.record)
         if tx.find_accepted(HEALTH_VISITING, row.feed, control_id) is not None:
             return Outcome("duplicate", archive("duplicate", control_id))
         error: AdapterError

@@ -15,6 +15,7 @@ object) is a ``Row`` with ``error`` set: rejected at its line, the rest of the f
 from __future__ import annotations
 
 import csv
+import hashlib
 import fnmatch
 import io
 import json
@@ -27,7 +28,7 @@ from typing import IO, Any
 
 from adapter.errors import ParseError
 
-__all__ = ["ExportFile", "Row", "open_export", "read_rows", "JSON_SUFFIXES", "row_payload"]
+__all__ = ["ExportFile", "Row", "open_export", "row_control_id", "read_rows", "JSON_SUFFIXES", "row_payload"]
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _TABULAR_SUFFIXES = (".csv", *JSON_SUFFIXES)
@@ -102,6 +103,13 @@ class _ZipMember(io.RawIOBase):
 def _feed_of(base: str, feeds: list[tuple[str, Any]]) -> list[str]:
     lowered = base.lower()
     return [name for name, model in feeds if any(fnmatch.fnmatchcase(lowered, p.lower()) for p in model.files)]
+
+
+def row_control_id(feed: str, record: dict[str, Any]) -> str:
+    """A row's control id: a hash of its feed and content, so the same row in a later export is a duplicate
+    (wherever it stands) and a changed row is new."""
+    return hashlib.sha256(feed.encode() + b"\0" + json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
+                          ).hexdigest()
 
 
 def row_payload(feed: str | None, file: str, line: int, record: Any) -> bytes:

@@ -7,17 +7,13 @@ birth dates of the Patients already mapped given to later rows (a missed contact
 
 from __future__ import annotations
 
-import csv
-import fnmatch
-import hashlib
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from adapter.errors import MappingError
+from adapter.inbound.export import open_export, read_rows, row_control_id
 from adapter.mapping import MappingContext, MappedMessage, MappingSet, load_mappings, map_record
 
 __all__ = ["EXAMPLE", "SOURCE", "NOW", "MAPPINGS", "Row", "MappedRow", "read_export", "control_id", "context",
@@ -29,7 +25,6 @@ SOURCE = "health-visiting"  # the ingest source (ctx:source): the namespace of e
 NOW = "2026-06-01T09:00:00+00:00"  # the time of mapping (Provenance.recorded), fixed for comparisons
 TZ = ZoneInfo("Europe/London")
 MAPPINGS = load_mappings()
-_JSON = (".jsonl", ".ndjson", ".json")
 
 
 @dataclass(frozen=True)
@@ -51,46 +46,17 @@ class MappedRow:
         return self.mapped.resources if self.mapped is not None else []
 
 
-def _text(value: Any) -> Any:
-    """A JSON scalar as the text a CSV cell would hold (the pipeline's reader does the same)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value
-
-
-def _rows(path: Path, feed: str) -> Iterator[Row]:
-    if path.name.lower().endswith(_JSON):
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    yield Row(feed, path.name, n, {str(k): _text(v) for k, v in json.loads(line).items()})
-        return
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        for record in reader:
-            yield Row(feed, path.name, reader.line_num, dict(record))
-
-
 def read_export(folder: Path = EXAMPLE, mappings: MappingSet = MAPPINGS) -> list[Row]:
-    """Every row of every file the health-visiting feeds claim, in feed order then file name."""
-    feeds = mappings.feeds_of(SOURCE)
-    planned: list[tuple[int, str, Path, str]] = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        claimed = [(i, name) for i, (name, model) in enumerate(feeds)
-                   if any(fnmatch.fnmatchcase(path.name.lower(), p.lower()) for p in model.files)]
-        assert len(claimed) == 1, f"{path.name}: claimed by {claimed}"
-        planned.append((claimed[0][0], path.name, path, claimed[0][1]))
-    return [row for _, _, path, feed in sorted(planned) for row in _rows(path, feed)]
+    """Every row of every file the health-visiting feeds claim, in feed order then file name: the
+    pipeline's own reader (adapter/inbound/export.py)."""
+    rows = list(read_rows(open_export(folder), mappings.feeds_of(SOURCE)))
+    assert [(r.file, r.line, r.error.code) for r in rows if r.error is not None] == []
+    return [Row(str(r.feed), r.file, r.line, r.record or {}) for r in rows]
 
 
 def control_id(feed: str, record: dict[str, Any]) -> str:
-    """What the pipeline passes as the control id: a hash of the feed and the row (adapter/pipeline.py)."""
-    return hashlib.sha256(feed.encode() + b"\0" + json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
-                          ).hexdigest()
+    """What the pipeline passes as the control id."""
+    return row_control_id(feed, record)
 
 
 def context(feed: str, record: dict[str, Any], births: dict[str, str | None],
