@@ -77,6 +77,10 @@ CONTACTS = ("care_contact_id,local_patient_id,care_contact_date,care_contact_tim
 
 # --- HL7 v2 (field numbers as tests/rules/conftest.py builds them) ---------------------------------------------
 
+# a per-run tag in control ids and local ids: a rerun on a kept store (--keep) sends new events, not duplicates
+RUN = f"{time.time_ns() // 1_000_000 % 1_000_000:06d}"
+
+
 def seg(name: str, fields: dict[int, str]) -> str:
     values = [""] * max(fields)
     for n, v in fields.items():
@@ -128,14 +132,14 @@ class Event:
 
 
 def hl7_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: int) -> Event:
-    mrn = f"RB{n:07d}"
+    mrn = f"RB{RUN}{n:07d}"
     sex = "F" if who.gender == "female" else "M"
     pid = seg("PID", {1: "1", 3: f"{who.nhs}^^^NHS^NH~{mrn}^^^RX1^MR", 5: f"{who.family}^{who.given}^^^^^L",
                       7: ymd(who.born), 8: sex, 32: "NSTS01"})
     when = datetime.combine(today - timedelta(days=rng.randrange(0, 30)), datetime.min.time()) + \
         timedelta(hours=rng.randrange(8, 18), minutes=rng.randrange(60))
     ts = when.strftime("%Y%m%d%H%M%S")
-    control = f"RB{n:08d}"
+    control = f"RB{RUN}{n:08d}"
     age = age_on(who.born, today)
     extra: list[str] = []
     if rng.random() < 0.1 and age < 18:
@@ -143,7 +147,7 @@ def hl7_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: 
                                  14: ymd(today - timedelta(days=rng.randrange(30, 900)))}))
     if age < 16 and rng.random() < 0.55:
         kind = "siu-noshow-child"
-        sch = seg("SCH", {2: f"APPT-{n}^MATEPR", 7: "FOLLOWUP^Follow-up^HL70276", 9: "30", 10: "min",
+        sch = seg("SCH", {2: f"APPT-{RUN}{n}^MATEPR", 7: "FOLLOWUP^Follow-up^HL70276", 9: "30", 10: "min",
                           11: f"^^^{ts}", 25: "Noshow"})
         ail = seg("AIL", {1: "1", 3: "CLINIC^Room 4^^RX1", 6: ts, 9: "30", 10: "min", 12: "Noshow"})
         payload = hl7("SIU^S26^SIU_S12", control, ts, sch, pid, "RGS|1", ail)
@@ -151,7 +155,7 @@ def hl7_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: 
         kind = "adt-child-young-father"
         dad = seg("NK1", {1: "1", 2: f"{who.family}^{rng.choice(('Alfie', 'Ben', 'Cal', 'Dan'))}",
                           3: "FTH^Father^HL70063", 15: "M", 16: ymd(shift_years(who.born, -16))})
-        pv1 = seg("PV1", {1: "1", 2: "O", 3: "PAEDS^^^RX1", 10: "420", 19: f"V{n:08d}^^^RX1", 44: ts})
+        pv1 = seg("PV1", {1: "1", 2: "O", 3: "PAEDS^^^RX1", 10: "420", 19: f"V{RUN}{n:08d}^^^RX1", 44: ts})
         payload = hl7("ADT^A04^ADT_A01", control, ts, f"EVN|A04|{ts}", pid, dad, pv1, *extra)
     elif who.gender == "female" and 12 <= age <= 45:
         kind = "adt-maternity"
@@ -161,11 +165,11 @@ def hl7_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: 
             segs.append(seg("NK1", {1: "1", 2: f"{who.family}^Ben", 3: "PTN^Partner^HL70063", 15: "M",
                                     16: ymd(shift_years(who.born, -2))}))
         segs.append(seg("PV1", {1: "1", 2: "I", 3: f"{location}^Bay 1^Bed 2^RX1", 10: service,
-                                19: f"V{n:08d}^^^RX1", 44: ts}))
+                                19: f"V{RUN}{n:08d}^^^RX1", 44: ts}))
         payload = hl7("ADT^A01^ADT_A01", control, ts, *segs, *extra)
     else:
         kind = "adt-adult-ae-16-17" if age < 18 else "adt-adult-ae"
-        pv1 = seg("PV1", {1: "1", 2: "E", 3: "AE^^^RX1", 10: "180", 19: f"V{n:08d}^^^RX1", 44: ts})
+        pv1 = seg("PV1", {1: "1", 2: "E", 3: "AE^^^RX1", 10: "180", 19: f"V{RUN}{n:08d}^^^RX1", 44: ts})
         payload = hl7("ADT^A01^ADT_A01", control, ts, f"EVN|A01|{ts}", pid, pv1, *extra)
 
     def run() -> tuple[float, int]:
@@ -179,11 +183,11 @@ def hl7_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: 
 
 
 def hv_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: int) -> Event:
-    local = f"HVB{n:07d}"
+    local = f"HVB{RUN}{n:07d}"
     gender = "1" if who.gender == "male" else "2"
     people = PEOPLE + f"{local},{who.nhs},01,{who.born.isoformat()},{gender},ZZ99 3AA,Y12345,{who.family},{who.given}\n"
     day = today - timedelta(days=rng.randrange(1, 60))
-    contacts = CONTACTS + f"HVC{n:07d},{local},{day.isoformat()},10:00,30,CLINIC,3,HV Practitioner ONE,Example Locality Team A,CLINIC\n"
+    contacts = CONTACTS + f"HVC{RUN}{n:07d},{local},{day.isoformat()},10:00,30,CLINIC,3,HV Practitioner ONE,Example Locality Team A,CLINIC\n"
     files = [ExportFile("people.csv", lambda b=people.encode(): io.BytesIO(b)),
              ExportFile("care_contacts.csv", lambda b=contacts.encode(): io.BytesIO(b))]
 
