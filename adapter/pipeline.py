@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -150,16 +152,39 @@ def _patient_refs(resource: dict[str, Any]) -> Iterator[str]:
     """Ids of the Patients a resource is about (subject, patient, participant actors)."""
     for key in ("subject", "patient"):
         ref = (resource.get(key) or {}).get("reference", "") if isinstance(resource.get(key), dict) else ""
-        if ref.startswith("Patient/"):
+        if isinstance(ref, str) and ref.startswith("Patient/"):
             yield ref[8:]
     for participant in resource.get("participant", ()) if resource["resourceType"] == "Appointment" else ():
-        ref = (participant.get("actor") or {}).get("reference", "")
-        if ref.startswith("Patient/"):
+        ref = (participant.get("actor") or {}).get("reference", "") if isinstance(participant, dict) else ""
+        if isinstance(ref, str) and ref.startswith("Patient/"):
             yield ref[8:]
 
 
 class _RollBack(Exception):
     """Ends a dry run's transaction without committing it."""
+
+
+class _Pending:
+    """What a transaction stored that identity reconciliation and the rules have still to see: each Patient
+    once (its source, and the RelatedPersons stored with it, newest first: the mother's identifiers), and the
+    Patients the stored resources are about (the rules run on their identities)."""
+
+    __slots__ = ("patients", "about")
+
+    def __init__(self) -> None:
+        self.patients: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        self.about: dict[str, None] = {}
+
+    def add(self, resources: list[dict[str, Any]], source: str) -> None:
+        related = [r for r in resources if r["resourceType"] == "RelatedPerson"]
+        for resource in resources:
+            if resource["resourceType"] == "Patient":
+                pid = resource["id"]
+                known = self.patients.get(pid)
+                self.patients[pid] = (known[0], related + known[1]) if known else (source, related)
+                self.about.setdefault(pid, None)
+            for ref in _patient_refs(resource):
+                self.about.setdefault(ref, None)
 
 
 class Pipeline:
@@ -183,13 +208,14 @@ class Pipeline:
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.rules = RulesEngine(load_rules(settings.rules), put=self._put_derived, check=self.check_resource,
                                  reconcile_derived=self._reconcile_derived)
+        self._local = threading.local()  # .pending: the open transaction's _Pending (see _settled)
 
     # --- entry points -------------------------------------------------------------------------------
 
     def process(self, payload: bytes, *, channel: str, replay_of: int | None = None) -> Processed:
         """One message, one transaction (MLLP, HTTP, replay)."""
         try:
-            with self.store.transaction() as tx:
+            with self.store.transaction() as tx, self._settled(tx):
                 return self._process_in(tx, payload, channel, replay_of)
         except StoreError as exc:  # the store is unavailable: acknowledge nothing
             _log.error("store failure while processing a %s message: %s", channel, type(exc).__name__)
@@ -215,9 +241,9 @@ class Pipeline:
         would_store: dict[tuple[str, str], dict[str, Any]] = {}
         try:
             with self.store.transaction() as tx:
-                for payload in payloads:
-                    processed = self._process_in(tx, payload, "dry-run", None)
-                    results.append(processed)
+                with self._settled(tx):
+                    results = [self._process_in(tx, payload, "dry-run", None) for payload in payloads]
+                for processed in results:
                     for rtype, rid in processed.outcome.resources:
                         stored = tx.read(rtype, rid)
                         if stored is not None:
@@ -263,7 +289,7 @@ class Pipeline:
 
     def _in_transaction(self, work: Callable[[Transaction], _T]) -> _T:
         try:
-            with self.store.transaction() as tx:
+            with self.store.transaction() as tx, self._settled(tx):
                 return work(tx)
         except StoreError as exc:
             _log.error("store failure: %s", type(exc).__name__)
@@ -401,7 +427,7 @@ class Pipeline:
 
     def _batch(self, batch: list[bytes], channel: str) -> list[Processed]:
         try:
-            with self.store.transaction() as tx:
+            with self.store.transaction() as tx, self._settled(tx):
                 return [self._process_in(tx, p, channel, None) for p in batch]
         except StoreError as exc:
             _log.error("store failure during a %s batch: %s", channel, type(exc).__name__)
@@ -460,20 +486,47 @@ class Pipeline:
 
     def _store_resources(self, tx: Transaction, resources: list[dict[str, Any]], source_time: str | None,
                          source: str) -> tuple[list[tuple[str, str]], int]:
-        """Merge each resource with its stored version, validate what changed, write it; then reconcile
-        the identity of each Patient among them.  Every source ends here: one merge rule, one validation,
-        one write path, one identity step."""
+        """Merge each resource with its stored version, validate what changed, write it; identity
+        reconciliation and the rules follow before the transaction commits (``_settled``).  Every source
+        ends here: one merge rule, one validation, one write path, one identity step."""
         written, changed = self._merge_and_put(tx, resources, source_time)
-        for resource in resources:
-            if resource["resourceType"] == "Patient":
-                self._reconcile(tx, resource["id"], source, resources)
-        self._run_rules(tx, resources)
+        pending: _Pending | None = getattr(self._local, "pending", None)
+        if pending is None:  # not inside _settled (a caller with its own transaction): settle now
+            pending = _Pending()
+            pending.add(resources, source)
+            self._settle(tx, pending)
+        else:
+            pending.add(resources, source)
         return written, changed
 
-    def _run_rules(self, tx: Transaction, resources: list[dict[str, Any]]) -> None:
-        """The safeguarding rules (adapter.rules) on each identity the unit touched, in its transaction."""
+    @contextmanager
+    def _settled(self, tx: Transaction) -> Iterator[None]:
+        """Identity reconciliation and the safeguarding rules for everything stored in the block, run once at
+        its end, in the same transaction (so an ACK still means all of it is committed).  In a bulk batch a
+        person the batch mentions five times is reconciled and evaluated once, on their final state; for one
+        message it is what running them per message was.  The rules give the same result whatever the order
+        of the events (tests/rules/test_orders.py), so evaluating the batch's end state loses nothing."""
+        if getattr(self._local, "pending", None) is not None:  # nested: the outer block settles
+            yield
+            return
+        pending = self._local.pending = _Pending()
+        try:
+            yield
+        finally:
+            self._local.pending = None
+        self._settle(tx, pending)
+
+    def _settle(self, tx: Transaction, pending: _Pending) -> None:
+        for pid, (source, related) in pending.patients.items():
+            self._reconcile(tx, pid, source, related)
+        self._run_rules(tx, list(pending.about))
+
+    def _run_rules(self, tx: Transaction, patient_ids: list[str]) -> None:
+        """The safeguarding rules (adapter.rules) on each identity of these Patients, in the transaction."""
+        if not patient_ids:
+            return
         now = self.clock()
-        for identity_id in self.rules.identities_of(tx, resources):
+        for identity_id in self.rules.identities_of_patients(tx, patient_ids):
             try:
                 with tx.savepoint():
                     self.rules.evaluate(tx, identity_id, now)

@@ -354,13 +354,13 @@ def main() -> int:
         rules_time: list[float] = []
         shipped = Pipeline._run_rules
 
-        def timed_rules(tx: Any, resources: list[dict[str, Any]]) -> None:
+        def timed_rules(tx: Any, patient_ids: list[str]) -> None:
             t = time.perf_counter()
-            shipped(pipeline, tx, resources)
+            shipped(pipeline, tx, patient_ids)
             rules_time.append(time.perf_counter() - t)
 
         def rules(on: bool) -> None:
-            pipeline._run_rules = timed_rules if on else (lambda tx, resources: None)  # type: ignore[method-assign]
+            pipeline._run_rules = timed_rules if on else (lambda tx, patient_ids: None)  # type: ignore[method-assign]
 
         for i, event in enumerate(warm):
             rules(i % 2 == 0)

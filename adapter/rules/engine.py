@@ -246,26 +246,13 @@ class RulesEngine:
 
     # --- entry points ------------------------------------------------------------------------------------
 
-    def identities_of(self, tx: Transaction, resources: Iterable[dict[str, Any]]) -> list[str]:
-        """The identities the resources of one unit are about (their Patients' masters), in first-seen order."""
+    def identities_of_patients(self, tx: Transaction, patient_ids: Iterable[str]) -> list[str]:
+        """The identities (masters) of these Patients, in first-seen order; a Patient with none is skipped."""
         out: dict[str, None] = {}
-        for resource in resources:
-            pids: list[str] = []
-            if resource.get("resourceType") == "Patient":
-                pids.append(resource["id"])
-            for key in ("subject", "patient"):
-                ref = (resource.get(key) or {}).get("reference", "") if isinstance(resource.get(key), dict) else ""
-                if ref.startswith("Patient/"):
-                    pids.append(ref[8:])
-            if resource.get("resourceType") == "Appointment":
-                for participant in resource.get("participant", ()):
-                    ref = (participant.get("actor") or {}).get("reference", "")
-                    if ref.startswith("Patient/"):
-                        pids.append(ref[8:])
-            for pid in pids:
-                found = tx.identity_of(pid)
-                if found is not None:
-                    out.setdefault(found[0], None)
+        for pid in patient_ids:
+            found = tx.identity_of(pid)
+            if found is not None:
+                out.setdefault(found[0], None)
         return list(out)
 
     def evaluate(self, tx: Transaction, identity_id: str, now: datetime, *, family: bool = True) -> None:
