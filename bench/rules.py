@@ -19,6 +19,11 @@
    plus ``--hv`` health visiting persons (a people.csv row and a did-not-attend care_contacts.csv row, each
    row its own transaction) and ``--gp`` GP Connect bundles (bench/gp_synthetic.py, its Patient replaced by
    the stored person's details).
+   plus ``--feed`` events shaped as a maternity EPR feed sends them, in bench/synthetic.py's proportions (the
+   bulk ingest bench's feed: 70% ADT^A01/A04/A08 with an NK1 father aged 17-40 at the birth and an NK1
+   grandparent, a tenth of them with a child protection OBX; 30% SIU, half S12 booked, half S26 no-show), each
+   for a stored person: the representative stream, where only some events give a rule anything to do (the
+   events above are chosen so that every one does).
 3. Events come in pairs of the same kind for two different persons: one processed with the rules engine on
    (``Pipeline._run_rules`` as shipped, also timed on its own), the other with it replaced by a no-op; the
    order inside each pair is random, so both arms see the same store, cache and WAL state. Each event is one
@@ -182,6 +187,49 @@ def hl7_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: 
     return event
 
 
+def feed_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: int) -> Event:
+    """One message of a maternity feed (bench/synthetic.py's mix) about a stored person."""
+    mrn = f"RF{RUN}{n:07d}"
+    pid = seg("PID", {1: "1", 3: f"{who.nhs}^^^NHS^NH~{mrn}^^^RX1^MR", 5: f"{who.family}^{who.given}^^^^^L",
+                      7: ymd(who.born), 8: "F" if who.gender == "female" else "M", 32: "NSTS01"})
+    when = datetime.combine(today - timedelta(days=rng.randrange(0, 30)), datetime.min.time()) + \
+        timedelta(hours=rng.randrange(8, 18), minutes=rng.randrange(60))
+    ts = when.strftime("%Y%m%d%H%M%S")
+    control = f"RF{RUN}{n:08d}"
+    if rng.random() < 0.7:
+        trigger = rng.choice(("A01", "A04", "A08"))
+        kind = "feed-adt"
+        father_born = shift_years(who.born, -rng.randrange(17, 41))
+        segs = [f"EVN|{trigger}|{ts}", pid, seg("PD1", {3: "Example Surgery^^^^^^^^^Y12345"}),
+                seg("NK1", {1: "1", 2: f"{who.family}^{rng.choice(('Alfie', 'Ben', 'Cal', 'Dan'))}",
+                            3: "FTH^Father^HL70063", 15: "M", 16: ymd(father_born)}),
+                seg("NK1", {1: "2", 2: f"{who.family}^Rosa", 3: "GRP^Grandparent^HL70063"}),
+                seg("PV1", {1: "1", 2: rng.choice("IOE"), 3: "MATWARD^Bay 1^Bed 2^RX1", 10: "OBS",
+                            19: f"VF{RUN}{n:08d}^^^RX1", 44: ts})]
+        if rng.random() < 0.1:
+            segs.append(seg("OBX", {1: "1", 2: "CE", 3: "SAFEGUARD^Safeguarding alert^L",
+                                    5: f"{CPP}^Subject to child protection plan^SCT", 11: "F",
+                                    14: ymd(today - timedelta(days=rng.randrange(30, 900)))}))
+        payload = hl7(f"ADT^{trigger}^ADT_A01", control, ts, *segs)
+    else:
+        noshow = rng.random() < 0.5
+        kind = "feed-siu-noshow" if noshow else "feed-siu-booked"
+        status = "Noshow" if noshow else "Booked"
+        sch = seg("SCH", {2: f"APPTF-{RUN}{n}^MATEPR", 7: "FOLLOWUP^Follow-up^HL70276", 9: "30", 10: "min",
+                          11: f"^^^{ts}", 25: status})
+        ail = seg("AIL", {1: "1", 3: "CLINIC^Room 4^^RX1", 6: ts, 9: "30", 10: "min", 12: status})
+        payload = hl7(f"SIU^{'S26' if noshow else 'S12'}^SIU_S12", control, ts, sch, pid, "RGS|1", ail)
+
+    def run() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        out = pipeline.process(payload, channel="file").outcome
+        elapsed = time.perf_counter() - t0
+        event.patients += [i for t, i in out.resources if t == "Patient"]
+        return elapsed, int(out.ack_code != "AA")
+    event = Event(kind, who, run, mrn)
+    return event
+
+
 def hv_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: int) -> Event:
     local = f"HVB{RUN}{n:07d}"
     gender = "1" if who.gender == "male" else "2"
@@ -297,6 +345,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--persons", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=2000, help="HL7 v2 events (half with rules, half without)")
+    parser.add_argument("--feed", type=int, default=2000,
+                        help="representative maternity feed events (half with rules, half without)")
     parser.add_argument("--hv", type=int, default=100, help="health visiting persons (2 rows each), half each arm")
     parser.add_argument("--gp", type=int, default=50, help="GP Connect bundles, half each arm")
     parser.add_argument("--warmup", type=int, default=100, help="events processed first and not counted")
@@ -335,7 +385,7 @@ def main() -> int:
         rng = random.Random(args.seed + 11)
 
         t0 = time.perf_counter()
-        need = args.warmup + 2 * (args.events // 2) + 2 * (args.hv // 2) + 2 * (args.gp // 2)
+        need = args.warmup + 2 * (args.events // 2) + 2 * (args.feed // 2) + 2 * (args.hv // 2) + 2 * (args.gp // 2)
         pool = sample(store, probes, need, rng, today)
         print(f"sampled {len(pool)} stored persons ({sum(w.flagged for w in pool)} flagged) of {persons} "
               f"identities in {time.perf_counter() - t0:.1f} s")
@@ -345,8 +395,10 @@ def main() -> int:
         for who in pool[: args.warmup + 2 * (args.events // 2)]:
             events.append(hl7_event(pipeline, rng, who, today, n := n + 1))
         rest = pool[len(events):]
+        feed_people, rest = rest[: 2 * (args.feed // 2)], rest[2 * (args.feed // 2):]
         hv_people, gp_people = rest[: 2 * (args.hv // 2)], rest[2 * (args.hv // 2): 2 * (args.hv // 2) + 2 * (args.gp // 2)]
         warm, measured = events[: args.warmup], events[args.warmup:]
+        measured += [feed_event(pipeline, rng, w, today, n := n + 1) for w in feed_people]
         measured += [hv_event(pipeline, rng, w, today, n := n + 1) for w in hv_people]
         measured += [gp_event(pipeline, rng, w, today, n := n + 1) for w in gp_people]
 
@@ -408,21 +460,32 @@ def main() -> int:
                     checked += 1
                     linked += bool(pids) and all((tx.identity_of(p) or ("",))[0] == event.who.master for p in pids)
 
-        hl7_kinds = [k for k in on if not k.startswith(("hv-", "gp-"))]
-        all_on = [x for k in hl7_kinds for x in on[k]]
-        all_off = [x for k in hl7_kinds for x in off[k]]
-        all_in = [x for k in hl7_kinds for x in rules_in[k]]
-        s_on, s_off, s_in = stats(all_on), stats(all_off), stats(all_in)
-        diff_mean = s_on["mean_ms"] - s_off["mean_ms"]
-        print(f"\nHL7 v2 events for stored persons, {persons} identities in the store, synchronous="
-              f"{args.synchronous}, one transaction per event ({len(all_on)} with rules, {len(all_off)} without, "
-              f"{args.warmup} warm-up not counted):")
-        print(line("with rules", s_on))
-        print(line("no-op rules", s_off))
-        print(f"  rules' cost per event: mean {diff_mean:+.2f} ms (difference of means), p50 "
-              f"{s_on['p50_ms'] - s_off['p50_ms']:+.2f} ms, p99 {s_on['p99_ms'] - s_off['p99_ms']:+.2f} ms; "
-              f"measured inside the transaction: mean {s_in['mean_ms']:.2f} ms, p50 {s_in['p50_ms']:.2f} ms, "
-              f"p99 {s_in['p99_ms']:.2f} ms")
+        def summarise(kinds: list[str], title: str) -> dict[str, Any]:
+            all_on = [x for k in kinds for x in on[k]]
+            all_off = [x for k in kinds for x in off[k]]
+            all_in = [x for k in kinds for x in rules_in[k]]
+            s_on, s_off, s_in = stats(all_on), stats(all_off), stats(all_in)
+            diff = s_on["mean_ms"] - s_off["mean_ms"]
+            print(f"\n{title}, {persons} identities in the store, synchronous={args.synchronous}, one transaction "
+                  f"per event ({len(all_on)} with rules, {len(all_off)} without):")
+            print(line("with rules", s_on))
+            print(line("no-op rules", s_off))
+            print(f"  rules' cost per event: mean {diff:+.2f} ms (difference of means), p50 "
+                  f"{s_on['p50_ms'] - s_off['p50_ms']:+.2f} ms, p99 {s_on['p99_ms'] - s_off['p99_ms']:+.2f} ms; "
+                  f"measured inside the transaction: mean {s_in['mean_ms']:.2f} ms, p50 {s_in['p50_ms']:.2f} ms, "
+                  f"p99 {s_in['p99_ms']:.2f} ms")
+            return {"with_rules": s_on, "without_rules": s_off, "rules_inside_tx": s_in,
+                    "rules_cost_mean_ms": round(diff, 3),
+                    "rules_cost_p50_ms": round(s_on["p50_ms"] - s_off["p50_ms"], 3),
+                    "rules_cost_p99_ms": round(s_on["p99_ms"] - s_off["p99_ms"], 3)}
+
+        feed = summarise([k for k in on if k.startswith("feed-")],
+                         "Representative maternity feed (bench/synthetic.py's mix) for stored persons")
+        stress = summarise([k for k in on if not k.startswith(("hv-", "gp-", "feed-"))],
+                           f"HL7 v2 events chosen so that each fires a rule, for stored persons ({args.warmup} "
+                           "warm-up not counted)")
+        s_in = stress["rules_inside_tx"]
+        diff_mean = stress["rules_cost_mean_ms"]
         print("  by event kind (mean ms with / without rules; rules' own time mean / p99):")
         kinds_out: dict[str, Any] = {}
         for kind in sorted(on):
@@ -450,18 +513,18 @@ def main() -> int:
             print(f"\nrun_daily over {persons} identities: {count} identities evaluated in {daily_s:.2f} s "
                   f"(finding them alone {find_s:.2f} s, {len(ids)} found)")
 
+        feed_met = feed["rules_cost_mean_ms"] < 1.0
         target = diff_mean < 1.0
-        print(f"\ntarget (issue 6) rules add under 1 ms per event: {'met' if target else 'NOT met'} "
-              f"(HL7 v2 mean difference {diff_mean:.2f} ms, rules' own mean {s_in['mean_ms']:.2f} ms)")
+        print(f"\ntarget (issue 6) rules add under 1 ms per event: representative feed "
+              f"{'met' if feed_met else 'NOT met'} (mean difference {feed['rules_cost_mean_ms']:.2f} ms, rules' own "
+              f"mean {feed['rules_inside_tx']['mean_ms']:.2f} ms); events that each fire a rule "
+              f"{'met' if target else 'NOT met'} (mean difference {diff_mean:.2f} ms, rules' own mean "
+              f"{s_in['mean_ms']:.2f} ms)")
         print(json.dumps({
             "persons": persons, "load_s": round(load_s, 1) if load_s else None, "synchronous": args.synchronous,
-            "hl7_events_with_rules": s_on, "hl7_events_without_rules": s_off,
-            "rules_cost_mean_ms": round(diff_mean, 3),
-            "rules_cost_p50_ms": round(s_on["p50_ms"] - s_off["p50_ms"], 3),
-            "rules_cost_p99_ms": round(s_on["p99_ms"] - s_off["p99_ms"], 3),
-            "rules_inside_tx": s_in, "kinds": kinds_out, "derived_flags": flags1 - flags0,
+            "feed": feed, "rule_firing": stress, "kinds": kinds_out, "derived_flags": flags1 - flags0,
             "communications": comms1 - comms0, "linked": f"{linked}/{checked}", "daily": daily,
-            "target_under_1ms_met": target, "total_s": round(time.perf_counter() - started, 1)}))
+            "target_under_1ms_met": {"feed": feed_met, "rule_firing": target}, "total_s": round(time.perf_counter() - started, 1)}))
     finally:
         store.close()
         if args.keep is None:
