@@ -179,6 +179,16 @@ def _ods(reference: Any) -> str | None:
     return None
 
 
+def _related_key(rp: dict[str, Any], born: date | None) -> str:
+    """Who a RelatedPerson is, across the records that name them: their NHS number, else birth date and name."""
+    for ident in rp.get("identifier", ()):
+        if ident.get("system") == NHS_NUMBER_SYSTEM and ident.get("value"):
+            return f"nhs|{ident['value']}"
+    name = (rp.get("name") or [{}])[0]
+    given = " ".join(name.get("given", ())).strip().upper()
+    return f"name|{born.isoformat() if born else ''}|{given}|{str(name.get('family', '')).strip().upper()}"
+
+
 def _rel_codes(rp: dict[str, Any]) -> set[str]:
     return _codes(rp.get("relationship", []))
 
@@ -778,12 +788,7 @@ class RulesEngine:
                          [_ref(flag), _ref(rp)], "Father under 18: a young parent", flag["id"], p["priority"])
 
     def _father_key(self, person: Person, rp: dict[str, Any], born: date) -> str:
-        for ident in rp.get("identifier", ()):
-            if ident.get("system") == NHS_NUMBER_SYSTEM and ident.get("value"):
-                return f"nhs|{ident['value']}"
-        name = (rp.get("name") or [{}])[0]
-        given = " ".join(name.get("given", ())).strip().upper()
-        return f"name|{born.isoformat()}|{given}|{str(name.get('family', '')).strip().upper()}"
+        return _related_key(rp, born)
 
     def _father_identity(self, ctx: _Ctx, person: Person, rp: dict[str, Any], born: date, key: str) -> str | None:
         """His own record's identity (by NHS number), else a derived Patient from the RelatedPerson."""
@@ -831,11 +836,16 @@ class RulesEngine:
         flags += [f for m in mothers for f in m.safeguarding_flags() if _flag_active(f, ctx.today)]
         if not flags:
             return
+        # once per person in the household, not per record of them: the same partner recorded again by
+        # another source (or a later message's NK1) is not a change in the household
+        people: dict[str, dict[str, Any]] = {}
         for rp in candidates:
+            people.setdefault(_related_key(rp, _day(rp.get("birthDate"))), rp)
+        for key, rp in people.items():
             self._notify(ctx, rule, self._recipients(ctx.tx, person, p["recipients"]), person.ref,
                          [_ref(flags[0]), _ref(rp)],
                          "A partner or adult in the household of a flagged child or mother",
-                         f"{person.iid}|{rp['id']}", p["priority"])
+                         f"{person.iid}|{key}", p["priority"])
 
     # --- rule 7: closure and handover -------------------------------------------------------------------
 

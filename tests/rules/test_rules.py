@@ -254,6 +254,18 @@ def test_a_partner_in_the_household_of_a_flagged_child_is_a_change_in_household(
     assert env.recipients("change-in-household") == {"ZCS001", "ZHV001"}
 
 
+def test_the_same_partner_in_another_record_is_not_a_second_change_in_household(env: Env) -> None:
+    env.hl7(adt("A01", pid(NHS[0], "M1", "Amber", "20090115"), obx(CPP, "20220101"),
+                father("Lee", "19990703", code="FTH")))
+    first = len(env.comms("change-in-household"))
+    env.hl7(adt("A01", pid(NHS[0], "M2", "Amber", "20090115"), father("Lee", "19990703", code="FTH"),
+                ts="20260502090000"))  # another record of her (MRN M2) naming the same man
+    assert len(env.comms("change-in-household")) == first == 2
+    env.hl7(adt("A01", pid(NHS[0], "M2", "Amber", "20090115"), father("Sam", "20000101", code="FTH"),
+                ts="20260503090000"))  # someone new
+    assert len(env.comms("change-in-household")) == 4
+
+
 def test_a_partner_of_an_unflagged_person_is_not_notified(env: Env) -> None:
     env.hl7(adt("A01", pid(NHS[0], "M1", "Amber", "20090115"), father("Lee", "19990703")))
     assert env.comms("change-in-household") == []
