@@ -22,8 +22,9 @@
    plus ``--feed`` events shaped as a maternity EPR feed sends them, in bench/synthetic.py's proportions (the
    bulk ingest bench's feed: 70% ADT^A01/A04/A08 with an NK1 father aged 17-40 at the birth and an NK1
    grandparent, a tenth of them with a child protection OBX; 30% SIU, half S12 booked, half S26 no-show), each
-   for a stored person: the representative stream, where only some events give a rule anything to do (the
-   events above are chosen so that every one does).
+   for a stored person sampled by birth date alone (the store's own mix, not weighted to flagged persons): the
+   representative stream, where only some events give a rule anything to do (the events above are chosen so
+   that every one does).
 3. Events come in pairs of the same kind for two different persons: one processed with the rules engine on
    (``Pipeline._run_rules`` as shipped, also timed on its own), the other with it replaced by a no-op; the
    order inside each pair is random, so both arms see the same store, cache and WAL state. Each event is one
@@ -288,13 +289,13 @@ def who_of(store: SqliteStore, master: dict[str, Any], flagged: bool) -> Who | N
 
 
 def sample(store: SqliteStore, probes: list[dict[str, Any]], count: int, rng: random.Random,
-           today: date) -> list[Who]:
-    """``count`` distinct persons: three quarters found by random birth dates (the store's own mix), a quarter
-    from the flagged persons (where the rules have the most to do)."""
-    seen: set[str] = set()
+           today: date, *, flagged_share: float = 0.25, seen: set[str] | None = None) -> list[Who]:
+    """``count`` distinct persons (none of ``seen``): found by random birth dates (the store's own mix), plus
+    ``flagged_share`` of them from the flagged persons (where the rules have the most to do)."""
+    seen = set() if seen is None else seen
     out: list[Who] = []
     flagged_ids = {p["master"] for p in probes}
-    want_flagged = min(len(probes), count // 4)
+    want_flagged = min(len(probes), int(count * flagged_share))
     for probe in rng.sample(probes, want_flagged):
         stored = store.read("Patient", probe["master"])
         who = who_of(store, stored.resource, True) if stored else None
@@ -385,17 +386,20 @@ def main() -> int:
         rng = random.Random(args.seed + 11)
 
         t0 = time.perf_counter()
-        need = args.warmup + 2 * (args.events // 2) + 2 * (args.feed // 2) + 2 * (args.hv // 2) + 2 * (args.gp // 2)
+        need = args.warmup + 2 * (args.events // 2) + 2 * (args.hv // 2) + 2 * (args.gp // 2)
         pool = sample(store, probes, need, rng, today)
-        print(f"sampled {len(pool)} stored persons ({sum(w.flagged for w in pool)} flagged) of {persons} "
-              f"identities in {time.perf_counter() - t0:.1f} s")
+        # the feed's persons are the store's own mix (as a hospital's patients are), not weighted to flagged ones
+        feed_people = sample(store, probes, 2 * (args.feed // 2), rng, today, flagged_share=0.0,
+                             seen={w.master for w in pool})
+        print(f"sampled {len(pool)} stored persons ({sum(w.flagged for w in pool)} flagged) and, for the feed, "
+              f"{len(feed_people)} ({sum(w.flagged for w in feed_people)} flagged) of {persons} identities in "
+              f"{time.perf_counter() - t0:.1f} s")
 
         n = 0
         events: list[Event] = []
         for who in pool[: args.warmup + 2 * (args.events // 2)]:
             events.append(hl7_event(pipeline, rng, who, today, n := n + 1))
         rest = pool[len(events):]
-        feed_people, rest = rest[: 2 * (args.feed // 2)], rest[2 * (args.feed // 2):]
         hv_people, gp_people = rest[: 2 * (args.hv // 2)], rest[2 * (args.hv // 2): 2 * (args.hv // 2) + 2 * (args.gp // 2)]
         warm, measured = events[: args.warmup], events[args.warmup:]
         measured += [feed_event(pipeline, rng, w, today, n := n + 1) for w in feed_people]

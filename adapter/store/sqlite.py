@@ -24,6 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta
 from datetime import date as _date
 from pathlib import Path
@@ -33,7 +34,7 @@ from adapter.errors import StoreError
 from adapter.store.checkpoint import BACKSTOP_FRAMES, Checkpointer
 from adapter.store.base import InboundMessage, OutboxEntry, SearchResult, StoredResource
 from adapter.store.query import Include, parse_search
-from adapter.store.search import date_range, index_rows, param_rows
+from adapter.store.search import SEARCH_PARAMS, date_range, index_rows, param_rows
 
 __all__ = ["SqliteStore"]
 
@@ -164,6 +165,16 @@ def _flag_subject(flag: dict[str, Any]) -> str | None:
 
 
 _PATIENT_PARAMS = ("patient", "subject", "actor")  # the index rows behind the ``patient`` search parameter
+
+
+@lru_cache(maxsize=None)
+def _patient_rows_param(resource_type: str) -> str:
+    """The param a type's ``patient`` search parameter has its index rows under (``subject`` for a Flag,
+    ``actor`` for an Appointment, ``patient`` itself for a RelatedPerson)."""
+    spec = SEARCH_PARAMS.get(resource_type, {}).get("patient")
+    if spec is None:
+        raise ValueError(f"{resource_type} has no patient search parameter")
+    return spec.also[0] if spec.also and not spec.paths else "patient"
 
 
 def _patients_of_rows(rows: Any) -> frozenset[str]:
@@ -593,11 +604,28 @@ class _SqliteTransaction:
         wanted, types = set(patient_ids), set(resource_types)
         if not wanted or not types:
             return []
-        pmarks, tmarks = ",".join("?" * len(wanted)), ",".join("?" * len(types))
+        # one index seek per (type, the param its Patient rows are under, Patient id): ``patient`` is an alias
+        # of ``subject`` or ``actor`` on most types (SearchParam.also), so its rows are under one param only
+        arms = sorted((rtype, _patient_rows_param(rtype)) for rtype in types)
+        pmarks = ",".join("?" * len(wanted))
+        sql = " UNION ALL ".join(
+            f"SELECT type, id FROM search_index WHERE type = ? AND param = ? AND value IN ({pmarks}) "
+            "AND system = 'Patient'" for _ in arms)
+        args: list[str] = []
+        for rtype, param in arms:
+            args += [rtype, param, *sorted(wanted)]
+        # each match's current version in the same statement (one round trip, not one per resource); a resource
+        # this transaction has read or written is taken from its cache instead (its resource row may be held back)
+        sql = (f"SELECT m.type, m.id, {_VERSION_COLUMNS}, r.vrow FROM ({sql}) m "
+               "JOIN resource r ON r.type = m.type AND r.id = m.id JOIN resource_version v ON v.rowid = r.vrow")
+        found: set[tuple[str, str]] = set()
         with _translated("resources_of_patients"):
-            found = {(r[0], r[1]) for r in self._connection().execute(
-                f"SELECT type, id FROM search_index WHERE type IN ({tmarks}) AND param IN ('patient', 'subject', 'actor') "
-                f"AND value IN ({pmarks}) AND system = 'Patient'", (*sorted(types), *sorted(wanted)))}
+            for rtype, rid, *row in self._connection().execute(sql, args):
+                key = (rtype, rid)
+                if key not in self._current:
+                    self._current[key] = tuple(row)
+                    self._current_ids.setdefault(rtype, set()).add(rid)
+                found.add(key)
         found = {key for key in found if key not in self._patients or self._patients[key] & wanted}
         for pid in wanted:
             found.update(key for key in self._by_patient.get(pid, ()) if key[0] in types)
