@@ -165,7 +165,7 @@ class _RollBack(Exception):
 
 
 class _Pending:
-    """What a transaction stored that identity reconciliation and the rules have still to see: each Patient
+    """What a message stored that identity reconciliation and the rules have still to see: each Patient
     once (its source, and the RelatedPersons stored with it, newest first: the mother's identifiers), and the
     Patients the stored resources are about (the rules run on their identities)."""
 
@@ -215,7 +215,7 @@ class Pipeline:
     def process(self, payload: bytes, *, channel: str, replay_of: int | None = None) -> Processed:
         """One message, one transaction (MLLP, HTTP, replay)."""
         try:
-            with self.store.transaction() as tx, self._settled(tx):
+            with self.store.transaction() as tx:
                 return self._process_in(tx, payload, channel, replay_of)
         except StoreError as exc:  # the store is unavailable: acknowledge nothing
             _log.error("store failure while processing a %s message: %s", channel, type(exc).__name__)
@@ -241,9 +241,9 @@ class Pipeline:
         would_store: dict[tuple[str, str], dict[str, Any]] = {}
         try:
             with self.store.transaction() as tx:
-                with self._settled(tx):
-                    results = [self._process_in(tx, payload, "dry-run", None) for payload in payloads]
-                for processed in results:
+                for payload in payloads:
+                    processed = self._process_in(tx, payload, "dry-run", None)
+                    results.append(processed)
                     for rtype, rid in processed.outcome.resources:
                         stored = tx.read(rtype, rid)
                         if stored is not None:
@@ -289,7 +289,7 @@ class Pipeline:
 
     def _in_transaction(self, work: Callable[[Transaction], _T]) -> _T:
         try:
-            with self.store.transaction() as tx, self._settled(tx):
+            with self.store.transaction() as tx:
                 return work(tx)
         except StoreError as exc:
             _log.error("store failure: %s", type(exc).__name__)
@@ -314,10 +314,12 @@ class Pipeline:
         error: AdapterError
         try:
             with tx.savepoint():
-                mapped = map_record(self.mappings, row.feed, row.record, self._context(tx, HEALTH_VISITING, control_id))
-                self._check_person(tx, row.feed, mapped.resources)
-                written, changed = self._store_resources(tx, mapped.resources, mapped.source_time,
-                                                         HEALTH_VISITING)
+                with self._settled(tx):
+                    mapped = map_record(self.mappings, row.feed, row.record,
+                                        self._context(tx, HEALTH_VISITING, control_id))
+                    self._check_person(tx, row.feed, mapped.resources)
+                    written, changed = self._store_resources(tx, mapped.resources, mapped.source_time,
+                                                             HEALTH_VISITING)
                 archive_id = archive("AA", control_id)
             return Outcome("AA", archive_id, tuple(mapped.warnings), tuple(written), changed, mapped.trace)
         except StoreError:
@@ -371,7 +373,7 @@ class Pipeline:
         written: list[tuple[str, str]] = []
         changed = 0
         try:
-            with tx.savepoint():  # the Patient failing undoes the whole bundle
+            with tx.savepoint(), self._settled(tx):  # the Patient failing undoes the whole bundle
                 for entry in bundle.entries:
                     issues += entry.issues
                     if any(i.severity == "E" for i in entry.issues) or not entry.resources:
@@ -427,7 +429,7 @@ class Pipeline:
 
     def _batch(self, batch: list[bytes], channel: str) -> list[Processed]:
         try:
-            with self.store.transaction() as tx, self._settled(tx):
+            with self.store.transaction() as tx:
                 return [self._process_in(tx, p, channel, None) for p in batch]
         except StoreError as exc:
             _log.error("store failure during a %s batch: %s", channel, type(exc).__name__)
@@ -454,7 +456,8 @@ class Pipeline:
         error: AdapterError | None = None
         try:
             with tx.savepoint():
-                outcome = self._apply(tx, msg, header)
+                with self._settled(tx):
+                    outcome = self._apply(tx, msg, header)
                 archive_id = self._archive(tx, payload, header, channel, replay_of, "AA")
             return Processed(outcome.with_archive(archive_id), header)
         except StoreError:
@@ -487,7 +490,7 @@ class Pipeline:
     def _store_resources(self, tx: Transaction, resources: list[dict[str, Any]], source_time: str | None,
                          source: str) -> tuple[list[tuple[str, str]], int]:
         """Merge each resource with its stored version, validate what changed, write it; identity
-        reconciliation and the rules follow before the transaction commits (``_settled``).  Every source
+        reconciliation and the rules follow at the end of the message (``_settled``).  Every source
         ends here: one merge rule, one validation, one write path, one identity step."""
         written, changed = self._merge_and_put(tx, resources, source_time)
         pending: _Pending | None = getattr(self._local, "pending", None)
@@ -501,11 +504,13 @@ class Pipeline:
 
     @contextmanager
     def _settled(self, tx: Transaction) -> Iterator[None]:
-        """Identity reconciliation and the safeguarding rules for everything stored in the block, run once at
-        its end, in the same transaction (so an ACK still means all of it is committed).  In a bulk batch a
-        person the batch mentions five times is reconciled and evaluated once, on their final state; for one
-        message it is what running them per message was.  The rules give the same result whatever the order
-        of the events (tests/rules/test_orders.py), so evaluating the batch's end state loses nothing."""
+        """Identity reconciliation and the safeguarding rules for everything one message (an HL7 v2 message, an
+        export row, a GP bundle) stored, run once at its end, in its transaction (so an ACK still means all of
+        it is committed): a GP bundle's Patient is reconciled and its identity evaluated once, not after each
+        of its entries.  Never across messages: a later message may overwrite what an earlier one said (an
+        appointment's no-show rescheduled under the same id), and the rules must have seen each message's
+        state, in bulk as over MLLP (tests/rules/test_batch_equivalence.py).  On an exception nothing is
+        settled: the message's savepoint is rolled back."""
         if getattr(self._local, "pending", None) is not None:  # nested: the outer block settles
             yield
             return

@@ -106,12 +106,17 @@ def test_concurrent_mllp_clients(service: Service) -> None:
 
 def test_resend_is_idempotent(service: Service) -> None:
     msg = message("ADT^A04", pid("IDEM1", nhs="9990001030"))
+
+    def versions() -> dict[str, int]:  # every Patient with the number (the record and its master): versions each
+        found = entries(get(service, "Patient", identifier=f"{NHS}|9990001030"))
+        return {p["id"]: len(get(service, f"Patient/{p['id']}/_history")["entry"]) for p in found}
+
     with MLLPClient("127.0.0.1", service.mllp_port) as client:
         assert ack_fields(client.send(msg))[0] == "AA"
+        first = versions()
+        assert len(first) == 2  # the source record and the master of its identity
         assert ack_fields(client.send(msg))[0] == "AA"
-    patient = entries(get(service, "Patient", identifier=f"{NHS}|9990001030"))[0]
-    history = get(service, f"Patient/{patient['id']}/_history")
-    assert len(history["entry"]) == 1
+    assert versions() == first
 
 
 def test_out_of_order_update_loses_nothing(service: Service) -> None:
