@@ -25,6 +25,9 @@
    for a stored person sampled by birth date alone (the store's own mix, not weighted to flagged persons): the
    representative stream, where only some events give a rule anything to do (the events above are chosen so
    that every one does).
+   The loader never ran the rules, so each sampled person is evaluated once before measuring (what their loaded
+   records call for is derived then, as a live store would have derived it when they arrived): an event's
+   measured cost is what the event itself adds.
 3. Events come in pairs of the same kind for two different persons: one processed with the rules engine on
    (``Pipeline._run_rules`` as shipped, also timed on its own), the other with it replaced by a no-op; the
    order inside each pair is random, so both arms see the same store, cache and WAL state. Each event is one
@@ -394,6 +397,22 @@ def main() -> int:
         print(f"sampled {len(pool)} stored persons ({sum(w.flagged for w in pool)} flagged) and, for the feed, "
               f"{len(feed_people)} ({sum(w.flagged for w in feed_people)} flagged) of {persons} identities in "
               f"{time.perf_counter() - t0:.1f} s")
+
+        # The loader wrote the persons straight through the store API: the rules never ran on them, so the first
+        # event about a person would also derive everything their loaded records already called for (a
+        # was-not-brought pattern among the loaded no-shows, a young father among the loaded fathers...). In a
+        # live store the rules ran on each of those records as it arrived; so evaluate the sampled persons once
+        # before measuring, and an event's cost is what that event adds.
+        t0 = time.perf_counter()
+        before = total(store, "Flag", [("_tag", DERIVED)]), total(store, "Communication", [])
+        everyone = [w.master for w in pool + feed_people]
+        for i in range(0, len(everyone), 200):
+            with store.transaction() as tx:
+                for master in everyone[i:i + 200]:
+                    pipeline.rules.evaluate(tx, master, now)
+        after = total(store, "Flag", [("_tag", DERIVED)]), total(store, "Communication", [])
+        print(f"settled the sampled persons' loaded records first: {after[0] - before[0]} derived Flags, "
+              f"{after[1] - before[1]} Communications, in {time.perf_counter() - t0:.1f} s")
 
         n = 0
         events: list[Event] = []

@@ -66,6 +66,7 @@ __all__ = [
     "COMMUNICATION_PROFILE",
     "PRIORITIES",
     "RULE_SYSTEM",
+    "SubscriptionCache",
     "Check",
     "add_waker",
     "communication_id",
@@ -167,14 +168,15 @@ def _checked_reference(tx: Transaction, ref: object, what: str) -> str:
 
 def notify(tx: Transaction, *, rule_id: str, recipients: list[str], subject_ref: str, payload_refs: list[str],
            priority: str, reason_display: str, sent: str, dedup_key: str, check: Check | None = None,
-           now: datetime | None = None) -> list[dict[str, Any]]:
+           now: datetime | None = None, subscriptions: SubscriptionCache | None = None) -> list[dict[str, Any]]:
     """Create the notification of one rule occurrence for each recipient, in ``tx``; returns the
     Communications (as stored, in recipient order), those that already existed included. See the module
     docstring.
 
     ``recipients``: ODS codes and/or roles (adapter.notify.organisations.ROLES) of configured organisations.
     ``check``: validates each Communication before it is stored (default ``default_check``).
-    ``now``: when the outbox rows fall due (default: the current time)."""
+    ``now``: when the outbox rows fall due (default: the current time).
+    ``subscriptions``: a cache of the parsed Subscriptions kept by a caller that notifies often (one store)."""
     codes = rule_codes()
     if rule_id not in codes:
         raise ValueError("rule_id is not a code of CodeSystem/safeguarding-rule")
@@ -194,7 +196,7 @@ def notify(tx: Transaction, *, rule_id: str, recipients: list[str], subject_ref:
     moment = now or datetime.now(UTC)
 
     out: list[dict[str, Any]] = []
-    subscriptions: list[tuple[dict[str, Any], Criteria]] | None = None
+    live: list[tuple[dict[str, Any], Criteria]] | None = None
     enqueued = 0
     for ods, org_id, org_name in resolve_recipients(tx, recipients):
         cid = communication_id(rule_id, dedup_key, ods)
@@ -223,10 +225,10 @@ def notify(tx: Transaction, *, rule_id: str, recipients: list[str], subject_ref:
         check(communication)
         stored, _ = tx.put(communication)
         out.append(stored.resource)
-        if subscriptions is None:
-            subscriptions = _live_subscriptions(tx, moment)
+        if live is None:
+            live = subscriptions.live(tx, moment) if subscriptions is not None else _live_subscriptions(tx, moment)
         matched = 0
-        for subscription, criteria in subscriptions:
+        for subscription, criteria in live:
             if criteria.matches(stored.resource):
                 matched += 1
                 channel = subscription["channel"]
@@ -245,21 +247,51 @@ def _live_subscriptions(tx: Transaction, now: datetime) -> list[tuple[dict[str, 
     """(Subscription, its parsed criteria) of every subscription new notifications are matched against. The
     API checks a Subscription when it is written; one stored another way is checked here, and skipped (with a
     warning naming its id) if Carethread cannot deliver to it."""
-    live = []
-    for stored in tx.list_current("Subscription"):
-        subscription = stored.resource
-        if not is_live(subscription, now):
-            continue
-        channel = subscription.get("channel")
-        headers = channel.get("header", []) if isinstance(channel, dict) else None
-        if (not isinstance(channel, dict) or channel.get("type") != "rest-hook"
-                or not isinstance(headers, list) or endpoint_problem(channel.get("endpoint"))
-                or payload_problem(channel.get("payload")) or any(header_problem(line) for line in headers)):
-            _log.warning("subscription %s skipped: not a rest-hook channel Carethread can deliver to",
-                         subscription["id"])
-            continue
-        try:
-            live.append((subscription, parse_criteria(subscription.get("criteria"))))
-        except CriteriaError:
-            _log.warning("subscription %s skipped: criteria not supported", subscription["id"])
-    return live
+    usable = (_usable(stored.resource) for stored in tx.list_current("Subscription"))
+    return [entry for entry in usable if entry is not None and is_live(entry[0], now)]
+
+
+def _usable(subscription: dict[str, Any]) -> tuple[dict[str, Any], Criteria] | None:
+    """The Subscription and its parsed criteria, or None (logged) if Carethread cannot deliver to it."""
+    channel = subscription.get("channel")
+    headers = channel.get("header", []) if isinstance(channel, dict) else None
+    if (not isinstance(channel, dict) or channel.get("type") != "rest-hook"
+            or not isinstance(headers, list) or endpoint_problem(channel.get("endpoint"))
+            or payload_problem(channel.get("payload")) or any(header_problem(line) for line in headers)):
+        _log.warning("subscription %s skipped: not a rest-hook channel Carethread can deliver to", subscription["id"])
+        return None
+    try:
+        return subscription, parse_criteria(subscription.get("criteria"))
+    except CriteriaError:
+        _log.warning("subscription %s skipped: criteria not supported", subscription["id"])
+        return None
+
+
+class SubscriptionCache:
+    """``_live_subscriptions`` without reading and parsing every Subscription for every notification: each is
+    read and parsed again only when its version changes (``tx.versions_of``, which lists versions without
+    content). One instance per store (a rules engine's); stores without ``versions_of`` read them all."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[object, tuple[dict[str, Any], Criteria] | None]] = {}
+        self._lock = threading.Lock()
+
+    def live(self, tx: Transaction, now: datetime) -> list[tuple[dict[str, Any], Criteria]]:
+        versions_of = getattr(tx, "versions_of", None)
+        if versions_of is None:
+            return _live_subscriptions(tx, now)
+        versions = versions_of("Subscription")
+        out = []
+        with self._lock:
+            for gone in self._parsed.keys() - versions.keys():
+                del self._parsed[gone]
+            for sid in sorted(versions):  # id order, as list_current gives them
+                cached = self._parsed.get(sid)
+                if cached is None or cached[0] != versions[sid]:
+                    stored = tx.read("Subscription", sid)
+                    cached = (versions[sid], _usable(stored.resource) if stored is not None else None)
+                    self._parsed[sid] = cached
+                entry = cached[1]
+                if entry is not None and is_live(entry[0], now):
+                    out.append(entry)
+        return out

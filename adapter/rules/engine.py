@@ -45,7 +45,7 @@ import yaml
 from adapter.fhir import CT, NHS_NUMBER_SYSTEM
 from adapter.identity import MASTER_TAG, RECORD_TYPE_CS, is_master, record_of
 from adapter.mapping.ids import resource_id
-from adapter.notify.communications import RULE_SYSTEM, notify, rule_codes
+from adapter.notify.communications import RULE_SYSTEM, SubscriptionCache, notify, rule_codes
 from adapter.notify.organisations import ODS_SYSTEM, ROLES, UnknownRecipient, organization_id, resolve_recipients
 from adapter.rules.config import RuleSet, load_rules
 from adapter.store.base import Store, Transaction
@@ -253,6 +253,7 @@ class RulesEngine:
         # role -> the ODS codes of the configured organisations that have it, and the Organizations' versions
         # it was read from (_by_role): notify() would list every Organization for each notification
         self._roles: tuple[dict[str, tuple[int, str]], dict[str, list[str] | None]] | None = None
+        self._subscriptions = SubscriptionCache()  # the Subscriptions notify() matches, parsed once per version
 
     # --- entry points ------------------------------------------------------------------------------------
 
@@ -395,7 +396,7 @@ class RulesEngine:
                 out.append(role)
         return list(dict.fromkeys(out))
 
-    def _by_role(self, tx: Transaction, recipients: list[str]) -> list[str]:
+    def _by_role(self, tx: Transaction, recipients: list[str], *, checked: bool = False) -> list[str]:
         """``recipients`` with each role replaced by the ODS codes of the configured organisations that have
         it, in the order notify() would find them (so it reads those Organizations by id instead of listing
         them all); unchanged when the store cannot tell whether the Organizations changed, and a role nobody
@@ -403,9 +404,10 @@ class RulesEngine:
         versions_of = getattr(tx, "versions_of", None)
         if versions_of is None or not any(r in ROLES for r in recipients):
             return recipients
-        versions = versions_of("Organization")
-        if self._roles is None or self._roles[0] != versions:
-            self._roles = (versions, {})
+        if not checked or self._roles is None:  # (the rules write no Organization: once per evaluation will do)
+            versions = versions_of("Organization")
+            if self._roles is None or self._roles[0] != versions:
+                self._roles = (versions, {})
         cache = self._roles[1]
         out: list[str] = []
         for recipient in recipients:
@@ -425,12 +427,13 @@ class RulesEngine:
 
     def _notify(self, ctx: _Ctx, rule_id: str, recipients: list[str], subject: str, payload: list[str],
                 reason: str, dedup: str, priority: str) -> list[dict[str, Any]]:
-        recipients = self._by_role(ctx.tx, recipients)
+        recipients = self._by_role(ctx.tx, recipients, checked=ctx.roles_checked)
+        ctx.roles_checked = True
         try:
             with ctx.tx.savepoint():
                 return notify(ctx.tx, rule_id=rule_id, recipients=recipients, subject_ref=subject,
                               payload_refs=payload, priority=priority, reason_display=reason, sent=ctx.sent,
-                              dedup_key=dedup, check=self.check, now=ctx.now)
+                              dedup_key=dedup, check=self.check, now=ctx.now, subscriptions=self._subscriptions)
         except ValueError as exc:  # a recipient nobody is configured for: the flag still stands
             _log.warning("notification not sent rule=%s (%s)", rule_id, type(exc).__name__)
             return []
@@ -931,6 +934,7 @@ class _Ctx:
     now: datetime
     today: date
     sent: str
+    roles_checked: bool = False  # _by_role compared the Organizations' versions in this evaluation already
 
 
 # --- the daily evaluation ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from adapter.api import create_app
 from adapter.conformance import load_profiles
 from adapter.errors import MappingError
 from adapter.notify import COMMUNICATION_PROFILE, communication_id, notify, rule_codes
+from adapter.notify.communications import SubscriptionCache
 from adapter.notify.organisations import UnknownRecipient
 from adapter.notify.subscriptions import CriteriaError, parse_criteria
 from adapter.store.sqlite import SqliteStore
@@ -262,3 +263,27 @@ def test_a_stored_subscription_carethread_cannot_deliver_to_is_skipped(
     [made] = run_notify(store)
     assert [r.subscription_id for r in store.list_outbox(communication_id=made["id"])] == ["fine"]
     assert caplog.text.count("skipped") == 4 and "someone" not in caplog.text
+
+
+def test_the_subscription_cache_follows_each_subscription_version(store: SqliteStore) -> None:
+    """A rules engine keeps one SubscriptionCache across notifications: a Subscription changed, added, turned
+    off or removed since the last notification is seen by the next one."""
+    cache = SubscriptionCache()
+
+    def rows(dedup: str) -> list[str]:
+        with store.transaction() as tx:
+            [made] = notify(tx, now=T0, subscriptions=cache, **notify_args(dedup_key=dedup))
+        return sorted(r.subscription_id for r in store.list_outbox(communication_id=made["id"]))
+
+    put(store, subscription("a", "Communication?recipient=Organization/ods-Y12345"))
+    assert rows("k1") == ["a"]
+    put(store, subscription("a", "Communication?recipient=Organization/ods-ZHV001"),  # a new version of a
+        subscription("b", "Communication"))
+    assert rows("k2") == ["b"]
+    put(store, subscription("b", "Communication", status="off"))
+    assert rows("k3") == []
+    with store.transaction() as tx:  # written in the same transaction as the notification
+        tx.put(subscription("c", "Communication?priority=urgent"))
+        [made] = notify(tx, now=T0, subscriptions=cache, **notify_args(dedup_key="k4"))
+    assert [r.subscription_id for r in store.list_outbox(communication_id=made["id"])] == ["c"]
+    assert rows("k5") == ["c"]
