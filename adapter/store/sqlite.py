@@ -11,8 +11,9 @@ messages per transaction in bulk loads to amortise the sync.
 
 Layout: ``resource_version`` keeps every version (content as canonical JSON text without meta.versionId and
 meta.lastUpdated, so "unchanged" is a string comparison); ``resource`` points at the current version;
-``search_index`` holds the rows of ``adapter.store.search.index_rows``; ``inbound`` archives every payload.
-A transaction writes its ``resource`` and ``search_index`` rows at commit, in batches (see
+``search_index`` holds the rows of ``adapter.store.search.index_rows``, ``patient_ref`` the Patients each
+current resource is about (from those rows, keyed by Patient); ``inbound`` archives every payload.
+A transaction writes its ``resource``, ``search_index`` and ``patient_ref`` rows at commit, in batches (see
 ``_SqliteTransaction._pending``); readers see only committed data, so this is invisible to them.
 """
 
@@ -24,7 +25,6 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from datetime import UTC, datetime, timedelta
 from datetime import date as _date
 from pathlib import Path
@@ -34,7 +34,7 @@ from adapter.errors import StoreError
 from adapter.store.checkpoint import BACKSTOP_FRAMES, Checkpointer
 from adapter.store.base import InboundMessage, OutboxEntry, SearchResult, StoredResource
 from adapter.store.query import Include, parse_search
-from adapter.store.search import SEARCH_PARAMS, date_range, index_rows, param_rows
+from adapter.store.search import date_range, index_rows, param_rows
 
 __all__ = ["SqliteStore"]
 
@@ -82,6 +82,16 @@ _SCHEMA: tuple[tuple[str, ...], ...] = (
             UNIQUE (communication_id, subscription_id))""",
         "CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE status = 'pending'",
     ),
+    (  # version 4: which current resources are about which Patient (their ``patient`` search parameter rows),
+        # keyed by the Patient: one person's records in one index seek per Patient id (the rules read a whole
+        # identity on every event; through search_index that was a seek per type and id). Kept like
+        # search_index: rows held back to commit (_SqliteTransaction._pending).
+        """CREATE TABLE patient_ref (
+            patient_id TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
+            PRIMARY KEY (patient_id, type, id)) WITHOUT ROWID""",
+        "INSERT OR IGNORE INTO patient_ref (patient_id, type, id) SELECT value, type, id FROM search_index "
+        "WHERE system = 'Patient' AND param IN ('patient', 'subject', 'actor')",
+    ),
 )
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -112,9 +122,11 @@ _DELETE_INDEX = (
     "WHERE type = ? AND id = ? AND param = ? AND system = ? AND value = ? AND high = ?"
 )
 _INSERT_INDEX = "INSERT INTO search_index (type, id, param, system, value, high) VALUES (?, ?, ?, ?, ?, ?)"
+_DELETE_REF = "DELETE FROM patient_ref WHERE patient_id = ? AND type = ? AND id = ?"
+_INSERT_REF = "INSERT INTO patient_ref (patient_id, type, id) VALUES (?, ?, ?)"
 # kinds of the rows a transaction holds back until commit (_SqliteTransaction._pending), and how many it
 # holds before writing them anyway (bounds memory in huge transactions)
-_DELETE, _INSERT, _UPSERT = 0, 1, 2
+_DELETE, _INSERT, _UPSERT, _REF_DELETE, _REF_INSERT = 0, 1, 2, 3, 4
 _PENDING_LIMIT = 200_000
 
 
@@ -167,14 +179,6 @@ def _flag_subject(flag: dict[str, Any]) -> str | None:
 _PATIENT_PARAMS = ("patient", "subject", "actor")  # the index rows behind the ``patient`` search parameter
 
 
-@lru_cache(maxsize=None)
-def _patient_rows_param(resource_type: str) -> str:
-    """The param a type's ``patient`` search parameter has its index rows under (``subject`` for a Flag,
-    ``actor`` for an Appointment, ``patient`` itself for a RelatedPerson)."""
-    spec = SEARCH_PARAMS.get(resource_type, {}).get("patient")
-    if spec is None:
-        raise ValueError(f"{resource_type} has no patient search parameter")
-    return spec.also[0] if spec.also and not spec.paths else "patient"
 
 
 def _patients_of_rows(rows: Any) -> frozenset[str]:
@@ -287,11 +291,13 @@ class _SqliteTransaction:
         for kind, row in log:
             if kind == _UPSERT:
                 upserts[row[:2]] = row
-            else:
+            else:  # search_index rows have six columns, patient_ref rows three: they never collide
                 first.setdefault(row, kind)
                 last[row] = kind
         inserts = [row for row, kind in last.items() if kind == _INSERT and first[row] == _INSERT]
         deletes = [row for row, kind in last.items() if kind == _DELETE and first[row] == _DELETE]
+        ref_inserts = [row for row, kind in last.items() if kind == _REF_INSERT and first[row] == _REF_INSERT]
+        ref_deletes = [row for row, kind in last.items() if kind == _REF_DELETE and first[row] == _REF_DELETE]
         conn = self._conn
         if atomic:
             conn.execute("SAVEPOINT pending_flush")
@@ -302,6 +308,10 @@ class _SqliteTransaction:
                 conn.executemany(_DELETE_INDEX, sorted(deletes, key=_index_order))
             if inserts:
                 conn.executemany(_INSERT_INDEX, sorted(inserts, key=_index_order))
+            if ref_deletes:
+                conn.executemany(_DELETE_REF, sorted(ref_deletes))
+            if ref_inserts:
+                conn.executemany(_INSERT_REF, sorted(ref_inserts))
         except BaseException:
             if atomic:
                 conn.execute("ROLLBACK TO pending_flush")
@@ -346,12 +356,17 @@ class _SqliteTransaction:
                 self._flag_subject[rid] = _flag_subject(body)
             # rewrite only the index rows that changed (an update rarely touches most searchable values)
             rows = index_rows(body)
-            self._set_patients((rtype, rid), _patients_of_rows(rows))  # rules engine (resources_of_patients)
+            patients = _patients_of_rows(rows)
+            self._set_patients((rtype, rid), patients)  # rules engine (resources_of_patients)
+            old_patients: frozenset[str] = frozenset()
             if current is not None:
                 old_rows, new_rows = set(index_rows(json.loads(current[3]))), set(rows)
+                old_patients = _patients_of_rows(old_rows)
                 log.extend((_DELETE, (rtype, rid, *row)) for row in old_rows - new_rows)
                 rows = [row for row in rows if row not in old_rows]
             log.extend((_INSERT, (rtype, rid, *row)) for row in rows)
+            log.extend((_REF_DELETE, (pid, rtype, rid)) for pid in old_patients - patients)
+            log.extend((_REF_INSERT, (pid, rtype, rid)) for pid in patients - old_patients)
             if len(log) > _PENDING_LIMIT and not self._savepoints:
                 self._flush(atomic=True)
         # built from the canonical body rather than re-parsed: top level fresh, nested values shared
@@ -600,24 +615,17 @@ class _SqliteTransaction:
     def resources_of_patients(self, resource_types: list[str], patient_ids: list[str]) -> list[StoredResource]:
         """The current version of every resource of these types whose subject, patient or participant actor
         (the ``patient`` search parameter) is one of these Patients, this transaction's writes included; in
-        (type, id) order.  Uses the search index (no scan): meant for one person's handful of records."""
+        (type, id) order.  One seek per Patient in ``patient_ref`` (no scan): meant for one person's records."""
         wanted, types = set(patient_ids), set(resource_types)
         if not wanted or not types:
             return []
-        # one index seek per (type, the param its Patient rows are under, Patient id): ``patient`` is an alias
-        # of ``subject`` or ``actor`` on most types (SearchParam.also), so its rows are under one param only
-        arms = sorted((rtype, _patient_rows_param(rtype)) for rtype in types)
-        pmarks = ",".join("?" * len(wanted))
-        sql = " UNION ALL ".join(
-            f"SELECT type, id FROM search_index WHERE type = ? AND param = ? AND value IN ({pmarks}) "
-            "AND system = 'Patient'" for _ in arms)
-        args: list[str] = []
-        for rtype, param in arms:
-            args += [rtype, param, *sorted(wanted)]
-        # each match's current version in the same statement (one round trip, not one per resource); a resource
-        # this transaction has read or written is taken from its cache instead (its resource row may be held back)
-        sql = (f"SELECT m.type, m.id, {_VERSION_COLUMNS}, r.vrow FROM ({sql}) m "
-               "JOIN resource r ON r.type = m.type AND r.id = m.id JOIN resource_version v ON v.rowid = r.vrow")
+        # one seek per Patient id in patient_ref, each match's current version in the same statement; a resource
+        # this transaction has read or written is taken from its cache instead (its rows may be held back)
+        pmarks, tmarks = ",".join("?" * len(wanted)), ",".join("?" * len(types))
+        sql = (f"SELECT p.type, p.id, {_VERSION_COLUMNS}, r.vrow FROM patient_ref p "
+               "JOIN resource r ON r.type = p.type AND r.id = p.id JOIN resource_version v ON v.rowid = r.vrow "
+               f"WHERE p.patient_id IN ({pmarks}) AND p.type IN ({tmarks})")
+        args = [*sorted(wanted), *sorted(types)]
         found: set[tuple[str, str]] = set()
         with _translated("resources_of_patients"):
             for rtype, rid, *row in self._connection().execute(sql, args):

@@ -263,7 +263,7 @@ def test_reopening_keeps_everything(db_path: Path) -> None:
 def test_schema_version_is_recorded_and_a_newer_schema_refused(db_path: Path) -> None:
     SqliteStore(db_path).close()
     with closing(sqlite3.connect(db_path)) as conn, conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(len(sqlite_module._SCHEMA),)]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="newer"):
@@ -280,6 +280,27 @@ def test_a_version_1_database_is_migrated_in_place(db_path: Path) -> None:
     with SqliteStore(db_path) as store, store.transaction() as tx:
         tx.set_identity_member("p1", "i1", "{}", ["nhs:9990001006"])
         assert tx.identity_candidates(["nhs:9990001006"]) == [("p1", "i1", "{}")]
+
+
+def test_a_version_3_database_gets_its_patient_references_backfilled(db_path: Path) -> None:
+    """Version 4 added patient_ref (one person's records by Patient id): a database written before it is
+    backfilled from search_index when it is opened."""
+    from .test_store_pending import assert_tables_consistent
+
+    with SqliteStore(db_path) as store, store.transaction() as tx:
+        tx.put(patient("p1"))
+        tx.put(flag("f1", "p1"))
+        tx.put({"resourceType": "Appointment", "id": "a1", "status": "noshow",
+                "participant": [{"actor": {"reference": "Patient/p1"}, "status": "accepted"}]})
+        tx.put({"resourceType": "RelatedPerson", "id": "r1", "patient": {"reference": "Patient/p2"}})
+    with closing(sqlite3.connect(db_path)) as conn, conn:  # as a version 3 database was
+        conn.execute("DROP TABLE patient_ref")
+        conn.execute("UPDATE schema_version SET version = 3")
+    with SqliteStore(db_path) as store, store.transaction() as tx:
+        found = tx.resources_of_patients(["Flag", "Appointment", "RelatedPerson"], ["p1"])
+        assert [(r.resource["resourceType"], r.resource["id"]) for r in found] == [("Appointment", "a1"),
+                                                                                  ("Flag", "f1")]
+    assert_tables_consistent(db_path)
 
 
 def test_identity_members_and_blocking_keys(db_path: Path) -> None:

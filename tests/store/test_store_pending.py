@@ -33,10 +33,14 @@ def assert_tables_consistent(db_path: Path) -> None:
         newest = dict(((t, i), n) for t, i, n in conn.execute(
             "SELECT type, id, max(version_id) FROM resource_version GROUP BY type, id"))
         indexed = set(conn.execute("SELECT type, id, param, system, value, high FROM search_index"))
+        referenced = set(conn.execute("SELECT patient_id, type, id FROM patient_ref"))
     assert {(t, i): n for t, i, n, _, _ in current} == newest
     assert all(n == vn for _, _, n, vn, _ in current)
     expected = {(t, i, *row) for t, i, _, _, content in current for row in index_rows(json.loads(content))}
     assert indexed == expected
+    # patient_ref: the Patient of every patient/subject/actor reference row, keyed by the Patient
+    assert referenced == {(value, t, i) for t, i, param, system, value, _ in expected
+                          if system == "Patient" and param in ("patient", "subject", "actor")}
 
 
 def family_in(tx: Any, pid: str) -> str:
