@@ -575,7 +575,10 @@ class Pipeline:
                 return None
             archive_id = tx.archive(channel="http", source="api", sender=None, control_id=None, payload=body)
             if current.resource.get("status") == "requested":
-                self.identity.resolve_review(tx, current.resource, decision, lambda r: self._put_derived(tx, r))
+                applied = self.identity.resolve_review(tx, current.resource, decision,
+                                                       lambda r: self._put_derived(tx, r))
+                if applied is not None:  # identities joined: the rules see all of the person's records now
+                    self._run_rules(tx, [applied.patient_id])
             stored, _ = tx.put(task)
             tx.set_status(archive_id, "AA")
             return stored

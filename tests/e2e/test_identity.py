@@ -133,6 +133,30 @@ def test_a_merge_that_would_move_a_flag_goes_to_review_and_a_reviewer_decides(sv
     assert fhir(svc, "Task", status="requested", code=REVIEW, patient=f"Patient/{gone}").get("total") == 0
 
 
+def test_a_reviewers_link_runs_the_rules_on_the_joined_identity(svc: Service) -> None:
+    """A child's flag on one record and a no-show on another: apart, no pattern (an unflagged child needs two);
+    once a reviewer links them, one no-show of a flagged child is the pattern, without waiting for an event."""
+    flag = seg("OBX", {1: "1", 2: "CE", 3: "ALERT^Alert^L", 5: "342191000000101^CPP^SCT", 11: "F", 14: "20250110"})
+    when = "20260415100000"
+    send(svc, message("ADT^A04", pid("WNBKEEP", name="PATTERN^Rowan", dob="20200202"), flag),
+         message("SIU^S26^SIU_S12", seg("SCH", {2: "WNB-APPT-1^EPR", 9: "30", 10: "min", 11: f"^^^{when}",
+                                                  25: "Noshow"}),
+                 pid("WNBGONE", name="UNLINKED^Kit", dob="20200707"), ts=when))
+    keep, gone = source_ids(svc, "WNBKEEP"), source_ids(svc, "WNBGONE")
+    pattern = "repeated-was-not-brought"
+    assert fhir(svc, "Flag", identity=f"Patient/{keep}", code=pattern).get("total") == 0
+    send(svc, message("ADT^A40", pid("WNBKEEP", name="PATTERN^Rowan", dob="20200202"),
+                      seg("MRG", {1: "WNBGONE^^^RX1^MR"})))  # would move a flag: review
+    [task] = [t["resource"] for t in fhir(svc, "Task", status="requested", code=REVIEW,
+                                          patient=f"Patient/{gone}")["entry"]]
+    decided = {**task, "status": "completed", "output": [
+        {"type": {"coding": [{"system": "https://fhir.carethread.org/CodeSystem/task-input-type", "code": "decision"}]},
+         "valueCode": "link"}]}
+    assert httpx.put(f"{svc.http}/fhir/Task/{task['id']}", json=decided).status_code == 200
+    [derived] = [e["resource"] for e in fhir(svc, "Flag", identity=f"Patient/{keep}", code=pattern)["entry"]]
+    assert derived["subject"]["reference"] == f"Patient/{master_of(svc, keep)['id']}"
+
+
 def test_a_decision_must_say_link_or_not_a_match(svc: Service) -> None:
     tasks = fhir(svc, "Task", code=REVIEW)["entry"]
     task = {**tasks[0]["resource"], "status": "completed", "output": []}
