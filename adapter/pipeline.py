@@ -208,7 +208,7 @@ class Pipeline:
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.rules = RulesEngine(load_rules(settings.rules), put=self._put_derived, check=self.check_resource,
                                  reconcile_derived=self._reconcile_derived)
-        self._local = threading.local()  # .pending: the open transaction's _Pending (see _settled)
+        self._local = threading.local()  # .pending: the _Pending of the message being processed (_settled)
 
     # --- entry points -------------------------------------------------------------------------------
 
@@ -492,14 +492,11 @@ class Pipeline:
         """Merge each resource with its stored version, validate what changed, write it; identity
         reconciliation and the rules follow at the end of the message (``_settled``).  Every source
         ends here: one merge rule, one validation, one write path, one identity step."""
-        written, changed = self._merge_and_put(tx, resources, source_time)
         pending: _Pending | None = getattr(self._local, "pending", None)
-        if pending is None:  # not inside _settled (a caller with its own transaction): settle now
-            pending = _Pending()
-            pending.add(resources, source)
-            self._settle(tx, pending)
-        else:
-            pending.add(resources, source)
+        if pending is None:
+            raise RuntimeError("resources are stored inside _settled (one message's processing)")
+        written, changed = self._merge_and_put(tx, resources, source_time)
+        pending.add(resources, source)
         return written, changed
 
     @contextmanager
@@ -511,9 +508,8 @@ class Pipeline:
         appointment's no-show rescheduled under the same id), and the rules must have seen each message's
         state, in bulk as over MLLP (tests/rules/test_batch_equivalence.py).  On an exception nothing is
         settled: the message's savepoint is rolled back."""
-        if getattr(self._local, "pending", None) is not None:  # nested: the outer block settles
-            yield
-            return
+        if getattr(self._local, "pending", None) is not None:
+            raise RuntimeError("one message at a time: _settled does not nest")
         pending = self._local.pending = _Pending()
         try:
             yield

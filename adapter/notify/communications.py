@@ -247,8 +247,8 @@ def _live_subscriptions(tx: Transaction, now: datetime) -> list[tuple[dict[str, 
     """(Subscription, its parsed criteria) of every subscription new notifications are matched against. The
     API checks a Subscription when it is written; one stored another way is checked here, and skipped (with a
     warning naming its id) if Carethread cannot deliver to it."""
-    usable = (_usable(stored.resource) for stored in tx.list_current("Subscription"))
-    return [entry for entry in usable if entry is not None and is_live(entry[0], now)]
+    live = (stored.resource for stored in tx.list_current("Subscription") if is_live(stored.resource, now))
+    return [entry for entry in map(_usable, live) if entry is not None]
 
 
 def _usable(subscription: dict[str, Any]) -> tuple[dict[str, Any], Criteria] | None:
