@@ -179,8 +179,6 @@ def _flag_subject(flag: dict[str, Any]) -> str | None:
 _PATIENT_PARAMS = ("patient", "subject", "actor")  # the index rows behind the ``patient`` search parameter
 
 
-
-
 def _patients_of_rows(rows: Any) -> frozenset[str]:
     """Patient ids a resource is about (its subject, patient or participant actor index rows: param, system,
     value, high)."""
