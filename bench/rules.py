@@ -140,14 +140,34 @@ class Event:
     patients: list[str] = field(default_factory=list)  # the Patient ids the event wrote (identity-link check)
 
 
-def hl7_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: int) -> Event:
-    mrn = f"RB{RUN}{n:07d}"
-    sex = "F" if who.gender == "female" else "M"
-    pid = seg("PID", {1: "1", 3: f"{who.nhs}^^^NHS^NH~{mrn}^^^RX1^MR", 5: f"{who.family}^{who.given}^^^^^L",
-                      7: ymd(who.born), 8: sex, 32: "NSTS01"})
+def stored_pid(who: Who, mrn: str) -> str:
+    """A PID segment for a stored person: their NHS number and details, under a new local record ``mrn``."""
+    return seg("PID", {1: "1", 3: f"{who.nhs}^^^NHS^NH~{mrn}^^^RX1^MR", 5: f"{who.family}^{who.given}^^^^^L",
+                       7: ymd(who.born), 8: "F" if who.gender == "female" else "M", 32: "NSTS01"})
+
+
+def event_time(rng: random.Random, today: date) -> str:
+    """An HL7 v2 timestamp in working hours within the last 30 days."""
     when = datetime.combine(today - timedelta(days=rng.randrange(0, 30)), datetime.min.time()) + \
         timedelta(hours=rng.randrange(8, 18), minutes=rng.randrange(60))
-    ts = when.strftime("%Y%m%d%H%M%S")
+    return when.strftime("%Y%m%d%H%M%S")
+
+
+def hl7_process(pipeline: Pipeline, kind: str, who: Who, payload: bytes, mrn: str) -> Event:
+    """An Event that sends one HL7 v2 message through ``Pipeline.process`` (its own transaction)."""
+    def run() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        out = pipeline.process(payload, channel="file").outcome
+        elapsed = time.perf_counter() - t0
+        event.patients += [i for t, i in out.resources if t == "Patient"]
+        return elapsed, int(out.ack_code != "AA")
+    event = Event(kind, who, run, mrn)
+    return event
+
+
+def hl7_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: int) -> Event:
+    mrn = f"RB{RUN}{n:07d}"
+    pid, ts = stored_pid(who, mrn), event_time(rng, today)
     control = f"RB{RUN}{n:08d}"
     age = age_on(who.born, today)
     extra: list[str] = []
@@ -181,24 +201,13 @@ def hl7_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: 
         pv1 = seg("PV1", {1: "1", 2: "E", 3: "AE^^^RX1", 10: "180", 19: f"V{RUN}{n:08d}^^^RX1", 44: ts})
         payload = hl7("ADT^A01^ADT_A01", control, ts, f"EVN|A01|{ts}", pid, pv1, *extra)
 
-    def run() -> tuple[float, int]:
-        t0 = time.perf_counter()
-        out = pipeline.process(payload, channel="file").outcome
-        elapsed = time.perf_counter() - t0
-        event.patients += [i for t, i in out.resources if t == "Patient"]
-        return elapsed, int(out.ack_code != "AA")
-    event = Event(kind, who, run, mrn)
-    return event
+    return hl7_process(pipeline, kind, who, payload, mrn)
 
 
 def feed_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: int) -> Event:
     """One message of a maternity feed (bench/synthetic.py's mix) about a stored person."""
     mrn = f"RF{RUN}{n:07d}"
-    pid = seg("PID", {1: "1", 3: f"{who.nhs}^^^NHS^NH~{mrn}^^^RX1^MR", 5: f"{who.family}^{who.given}^^^^^L",
-                      7: ymd(who.born), 8: "F" if who.gender == "female" else "M", 32: "NSTS01"})
-    when = datetime.combine(today - timedelta(days=rng.randrange(0, 30)), datetime.min.time()) + \
-        timedelta(hours=rng.randrange(8, 18), minutes=rng.randrange(60))
-    ts = when.strftime("%Y%m%d%H%M%S")
+    pid, ts = stored_pid(who, mrn), event_time(rng, today)
     control = f"RF{RUN}{n:08d}"
     if rng.random() < 0.7:
         trigger = rng.choice(("A01", "A04", "A08"))
@@ -224,14 +233,7 @@ def feed_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n:
         ail = seg("AIL", {1: "1", 3: "CLINIC^Room 4^^RX1", 6: ts, 9: "30", 10: "min", 12: status})
         payload = hl7(f"SIU^{'S26' if noshow else 'S12'}^SIU_S12", control, ts, sch, pid, "RGS|1", ail)
 
-    def run() -> tuple[float, int]:
-        t0 = time.perf_counter()
-        out = pipeline.process(payload, channel="file").outcome
-        elapsed = time.perf_counter() - t0
-        event.patients += [i for t, i in out.resources if t == "Patient"]
-        return elapsed, int(out.ack_code != "AA")
-    event = Event(kind, who, run, mrn)
-    return event
+    return hl7_process(pipeline, kind, who, payload, mrn)
 
 
 def hv_event(pipeline: Pipeline, rng: random.Random, who: Who, today: date, n: int) -> Event:
